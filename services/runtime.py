@@ -1,0 +1,139 @@
+"""The composition root: one runtime holds the database, the bus and the workers of the
+services a process runs (all of them for `serve`, one for `ingest|scoring|badges`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import APIRouter, FastAPI
+
+from services.badges import consumer as badges_consumer
+from services.ingest.router import router as ingest_router
+from services.scoring import consumer as scoring_consumer
+from services.scoring.router import router as scoring_router
+from shared import db, ops
+from shared.auth import Scope, ensure_key
+from shared.bus import create_bus
+from shared.bus.processor import Handler, sleep_unless_stopped
+from shared.errors import install_error_handlers
+from shared.settings import Settings
+from shared.web import Context
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Service:
+    routers: tuple[APIRouter, ...]
+    consumers: tuple[tuple[str, Callable[[Settings], Handler]], ...] = ()
+    relays_events: bool = False  # the outbox relay runs where events are accepted
+
+
+SERVICES: dict[str, Service] = {
+    "ingest": Service(routers=(ingest_router,), relays_events=True),
+    "scoring": Service(
+        routers=(scoring_router,),
+        consumers=((scoring_consumer.GROUP, scoring_consumer.make_handler),),
+    ),
+    "badges": Service(
+        routers=(), consumers=((badges_consumer.GROUP, badges_consumer.make_handler),)
+    ),
+}
+ALL = tuple(SERVICES)
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        services: tuple[str, ...] = ALL,
+        *,
+        database_url: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.services = [SERVICES[name] for name in services]
+        self._database_url = database_url
+        self.context: Context | None = None
+        self._workers: list[asyncio.Task] = []
+
+    async def connect(self) -> Context:
+        url = self._database_url or await asyncio.to_thread(db.database_url, self.settings)
+        logger.info("database", extra={"url": db.describe(url)})
+        engine = db.create_engine(url, self.settings)
+        sessionmaker = db.create_sessionmaker(engine)
+        self.context = Context(
+            self.settings, engine, sessionmaker, create_bus(self.settings, sessionmaker)
+        )
+        if self.settings.bootstrap_admin_key:
+            async with sessionmaker() as session, session.begin():
+                await ensure_key(
+                    session, "bootstrap-admin", self.settings.bootstrap_admin_key, list(Scope)
+                )
+        await self.context.bus.start()
+        return self.context
+
+    def start_workers(self) -> None:
+        bus = self.context.bus
+        for service in self.services:
+            for group, make_handler in service.consumers:
+                handler = make_handler(self.settings)
+                self._spawn(f"consumer:{group}", lambda g=group, h=handler: bus.consume(g, h))
+            if service.relays_events:
+                self._spawn("relay", bus.relay)
+
+    async def stop_workers(self) -> None:
+        """Each worker finishes the batch in hand; nothing is lost, nothing half-applied."""
+        self.context.bus.stop()
+        if self._workers:
+            await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers.clear()
+
+    async def close(self) -> None:
+        await self.stop_workers()
+        await self.context.bus.close()
+        await self.context.engine.dispose()
+
+    def _spawn(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        self._workers.append(asyncio.create_task(self._supervise(name, work), name=name))
+
+    async def _supervise(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run a worker until the bus stops; restart it, after a pause, if it crashes."""
+        stopping = self.context.bus.stopping
+        delay = self.settings.consumer_retry_initial_ms / 1000
+        while not stopping.is_set():
+            try:
+                await work()
+                return
+            except Exception:
+                logger.exception(
+                    "worker crashed, restarting", extra={"worker": name, "in_s": delay}
+                )
+                await sleep_unless_stopped(stopping, delay)
+                delay = min(delay * 2, self.settings.consumer_retry_max_ms / 1000)
+
+    def create_app(self) -> FastAPI:
+        @asynccontextmanager
+        async def lifespan(app: FastAPI):
+            app.state.context = await self.connect()
+            self.start_workers()
+            try:
+                yield
+            finally:
+                await self.close()
+
+        app = FastAPI(
+            title="creator-activity",
+            version="0.1.0",
+            summary="The square's creator certification incentive program",
+            lifespan=lifespan,
+        )
+        install_error_handlers(app)
+        app.include_router(ops.router)
+        for service in self.services:
+            for router in service.routers:
+                app.include_router(router)
+        return app

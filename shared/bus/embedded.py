@@ -1,0 +1,84 @@
+"""The embedded bus: consumer groups read the event log table directly.
+
+A group's position is written in the same transaction as its effects, so every event is
+applied exactly once per group, whatever crashes or restarts happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.bus import log as event_log
+from shared.bus.base import GROUPS
+from shared.bus.processor import BatchProcessor, Handler, sleep_unless_stopped
+from shared.events import BusEvent
+from shared.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class EmbeddedBus:
+    kind = "embedded"
+
+    def __init__(self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self.settings = settings
+        self.sessionmaker = sessionmaker
+        self.stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        self.stopping.clear()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    async def close(self) -> None:
+        return None
+
+    async def consume(self, group: str, handler: Handler) -> None:
+        processor = BatchProcessor(self.sessionmaker, group, handler, self.settings, self.stopping)
+        poll = self.settings.consumer_poll_interval_ms / 1000
+        logger.info("consumer started", extra={"group": group, "bus": self.kind})
+        while not self.stopping.is_set():
+            try:
+                async with self.sessionmaker() as session:
+                    position = await event_log.position_of(session, group)
+                    events = await event_log.read_after(
+                        session, position, self.settings.consumer_batch_size
+                    )
+            except Exception as exc:  # the database is away: wait and try again
+                logger.warning(
+                    "cannot read the event log", extra={"group": group, "error": repr(exc)}
+                )
+                events = []
+            if not events:
+                await sleep_unless_stopped(self.stopping, poll)
+                continue
+            await processor.apply(events, _advance_position(group))
+        logger.info("consumer stopped", extra={"group": group, "bus": self.kind})
+
+    async def relay(self) -> None:
+        return None
+
+    async def lag(self, groups: tuple[str, ...] = GROUPS) -> dict[str, int]:
+        async with self.sessionmaker() as session:
+            return {group: await event_log.events_after(session, group) for group in groups}
+
+    async def check(self) -> None:
+        return None
+
+
+def _advance_position(group: str):
+    async def record_progress(session: AsyncSession, events: Sequence[BusEvent]) -> list[BusEvent]:
+        # Locked for the transaction: another process of the same group waits, then skips
+        # what this one applied.
+        position = await event_log.lock_position(session, group) or 0
+        todo = [e for e in events if e.seq > position]
+        if todo:
+            await event_log.set_position(session, group, todo[-1].seq)
+        return todo
+
+    return record_progress

