@@ -115,7 +115,10 @@ class Runtime:
                 await sleep_unless_stopped(stopping, delay)
                 delay = min(delay * 2, self.settings.consumer_retry_max_ms / 1000)
 
-    def create_app(self) -> FastAPI:
+    def create_app(self, *, manage_lifecycle: bool = True) -> FastAPI:
+        """The HTTP app. With `manage_lifecycle` it connects and runs the workers itself;
+        without, the caller has connected (tests drive workers directly)."""
+
         @asynccontextmanager
         async def lifespan(app: FastAPI):
             app.state.context = await self.connect()
@@ -129,8 +132,10 @@ class Runtime:
             title="creator-activity",
             version="0.1.0",
             summary="The square's creator certification incentive program",
-            lifespan=lifespan,
+            lifespan=lifespan if manage_lifecycle else None,
         )
+        if not manage_lifecycle:
+            app.state.context = self.context
         install_error_handlers(app)
         app.include_router(ops.router)
         for service in self.services:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 09:35:04.053361
+Create Date: 2026-11-27 09:38:13.076010
 """
 
 import sqlalchemy as sa
@@ -99,6 +99,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("group_name", "event_id", name=op.f("pk_processed_events")),
     )
     op.create_table(
+        "published_offsets",
+        sa.Column("topic", sa.String(length=249), nullable=False),
+        sa.Column("partition", sa.Integer(), nullable=False),
+        sa.Column("next_offset", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("topic", "partition", name=op.f("pk_published_offsets")),
+    )
+    op.create_table(
         "scoring_creator_month_activity",
         sa.Column("creator_id", sa.String(length=128), nullable=False),
         sa.Column("month", sa.CHAR(length=7), nullable=False),
@@ -112,6 +119,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("scoring_creator_month_activity")
+    op.drop_table("published_offsets")
     op.drop_table("processed_events")
     op.drop_index(op.f("ix_events_creator_id"), table_name="events")
     op.drop_table("events")

@@ -10,6 +10,7 @@ import orjson
 from fastapi import Request
 
 from shared.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from shared.events import JSON_CONTENT_TYPE
 
 JSON = "application/json"
 STRUCTURED = "application/cloudevents+json"
@@ -24,7 +25,12 @@ class Submission:
 
 async def read_submission(request: Request, max_bytes: int) -> Submission:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type not in (JSON, STRUCTURED, BATCH):
+    binary_mode = "ce-id" in request.headers and media_type not in (STRUCTURED, BATCH)
+    if binary_mode:
+        # SDKs leave Content-Type out when the event has no datacontenttype: data is JSON here.
+        if media_type and not JSON_CONTENT_TYPE.match(media_type):
+            raise UnsupportedMediaType("binary-mode data must be JSON")
+    elif media_type not in (JSON, STRUCTURED, BATCH):
         raise UnsupportedMediaType(f"content type must be one of {JSON}, {STRUCTURED}, {BATCH}")
     body = await _read_body(request, max_bytes)
     try:
@@ -32,7 +38,7 @@ async def read_submission(request: Request, max_bytes: int) -> Submission:
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from exc
 
-    if media_type == JSON and "ce-id" in request.headers:
+    if binary_mode:
         return Submission([_from_binary_mode(request, document)], is_batch=False)
     if media_type == BATCH or (media_type == JSON and isinstance(document, list)):
         if not isinstance(document, list):
@@ -57,13 +63,14 @@ async def _read_body(request: Request, max_bytes: int) -> bytes:
 
 
 def _from_binary_mode(request: Request, data: Any) -> dict[str, Any]:
-    """Binary mode: the attributes are `ce-*` headers (percent-encoded), the body is `data`."""
+    """Binary mode: the attributes are `ce-*` headers (percent-encoded), the body is `data`.
+
+    Content-Type is not kept as datacontenttype: data is JSON either way, and a structured
+    retry of the same event then has the same content."""
     event: dict[str, Any] = {
         name[3:]: unquote(value)
         for name, value in request.headers.items()
         if name.startswith("ce-") and len(name) > 3
     }
-    # Content-Type is application/json here, the default for JSON data: not kept, so a
-    # structured-mode retry of the same event has the same content.
     event["data"] = data
     return event

@@ -147,7 +147,10 @@ class KafkaBus:
                 await producer.send(self.topic, e.to_json(), key=e.creator_id.encode())
                 for e in events
             ]
-            await asyncio.gather(*sent)
+            ends: dict[int, int] = {}
+            for meta in await asyncio.gather(*sent):
+                ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+            await event_log.record_published(session, self.topic, ends)
             await event_log.set_position(session, RELAY_GROUP, events[-1].seq)
         return len(events)
 
@@ -193,19 +196,21 @@ class KafkaBus:
     # --- monitoring ---------------------------------------------------------------------------
 
     async def lag(self, groups: tuple[str, ...] = GROUPS) -> dict[str, int]:
-        """Events not yet relayed, plus each group's Kafka lag (end offset - committed)."""
+        """Events not yet relayed, plus what each group has not committed of what was relayed.
+
+        The end of each partition comes from the relay's own acks (kept in the database), not
+        from a ListOffsets request: exact, and one round trip fewer per partition.
+        """
         async with self.sessionmaker() as session:
             unrelayed = await event_log.events_after(session, RELAY_GROUP)
+            ends = await event_log.published_offsets(session, self.topic)
         result = {}
         for group in groups:
             reader = await self._offset_reader(group)
-            partitions = [
-                TopicPartition(self.topic, p) for p in reader.partitions_for_topic(self.topic) or ()
-            ]
-            ends = await reader.end_offsets(partitions) if partitions else {}
             behind = 0
-            for tp in partitions:
-                behind += ends[tp] - (await reader.committed(tp) or 0)
+            for partition, end in ends.items():
+                committed = await reader.committed(TopicPartition(self.topic, partition))
+                behind += max(end - (committed or 0), 0)
             result[group] = unrelayed + behind
         return result
 
@@ -220,7 +225,6 @@ class KafkaBus:
             )
             await reader.start()
             self._offset_readers[group] = reader
-        await reader.topics()  # refreshes metadata, so new partitions are seen
         return reader
 
     async def check(self) -> None:

@@ -74,6 +74,17 @@ class ConsumerPosition(Base):
     )
 
 
+class PublishedOffset(Base):
+    """The next offset of each partition the Kafka relay has published to, from the broker's
+    acks: the end of the log as our consumers must reach it (lag = this - committed offset)."""
+
+    __tablename__ = "published_offsets"
+
+    topic: Mapped[str] = mapped_column(String(249), primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    next_offset: Mapped[int] = mapped_column(BigInteger)
+
+
 class ProcessedEvent(Base):
     """Events a Kafka consumer group has applied: a redelivery hits the primary key."""
 
@@ -182,6 +193,31 @@ async def events_after(session: AsyncSession, group: str) -> int:
     )
 
 
+async def record_published(session: AsyncSession, topic: str, ends: dict[int, int]) -> None:
+    if not ends:
+        return
+    stmt = insert(PublishedOffset).values(
+        [{"topic": topic, "partition": p, "next_offset": o} for p, o in ends.items()]
+    )
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["topic", "partition"],
+            set_={
+                "next_offset": func.greatest(PublishedOffset.next_offset, stmt.excluded.next_offset)
+            },
+        )
+    )
+
+
+async def published_offsets(session: AsyncSession, topic: str) -> dict[int, int]:
+    rows = await session.execute(
+        select(PublishedOffset.partition, PublishedOffset.next_offset).where(
+            PublishedOffset.topic == topic
+        )
+    )
+    return {partition: offset for partition, offset in rows}
+
+
 async def record_processed(
     session: AsyncSession, group: str, events: Sequence[BusEvent]
 ) -> list[BusEvent]:
@@ -225,4 +261,4 @@ async def dead_letter_counts(session: AsyncSession) -> dict[str, int]:
     rows = await session.execute(
         select(DeadLetter.group_name, func.count()).group_by(DeadLetter.group_name)
     )
-    return dict(rows.tuples().all())
+    return {group: count for group, count in rows}

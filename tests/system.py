@@ -1,0 +1,111 @@
+"""A running system under test, and helpers that build events the way the platform sends them."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import httpx
+
+from services.runtime import Runtime
+
+ADMIN_KEY = "test-admin-key-with-every-scope"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+_ids = itertools.count(1)
+
+
+def post_created(
+    creator_id: str = "c-1",
+    post_id: str | None = None,
+    *,
+    time: str = "2026-11-03T10:00:00+08:00",
+    text: str = "今天聊聊回购市场的流动性压力,以及它对加密资产的影响。" * 2,
+    image_count: int = 0,
+    kind: str = "original",
+    event_id: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    n = next(_ids)
+    return {
+        "id": event_id or f"evt-post-{n}",
+        "type": "post.created",
+        "time": time,
+        "source": "square",
+        "specversion": "1.0",
+        "data": {
+            "creator_id": creator_id,
+            "post_id": post_id or f"p-{n}",
+            "text": text,
+            "image_count": image_count,
+            "kind": kind,
+        },
+        **extra,
+    }
+
+
+def interaction_created(
+    creator_id: str = "c-1",
+    post_id: str = "p-1",
+    actor_id: str = "a-1",
+    *,
+    kind: str = "like",
+    time: str = "2026-11-03T11:00:00+08:00",
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": event_id or f"evt-int-{next(_ids)}",
+        "type": "interaction.created",
+        "time": time,
+        "data": {"creator_id": creator_id, "post_id": post_id, "actor_id": actor_id, "kind": kind},
+    }
+
+
+@dataclass
+class System:
+    runtime: Runtime
+    client: httpx.AsyncClient
+    database_url: str
+
+    async def post_events(
+        self, body: Any, *, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        return await self.client.post("/v1/events", json=body, headers={**ADMIN, **(headers or {})})
+
+    async def lags(self) -> dict[str, int]:
+        response = await self.client.get("/v1/admin/consumers", headers=ADMIN)
+        assert response.status_code == 200, response.text
+        return {g["name"]: g["lag"] for g in response.json()["groups"]}
+
+    async def wait_until_processed(self, timeout: float = 30) -> None:
+        """Until every consumer group reports lag 0."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lags = await self.lags()
+            if all(lag == 0 for lag in lags.values()):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"consumers did not catch up: {lags}")
+            await asyncio.sleep(0.05)
+
+    async def month(self, creator_id: str, month: str) -> dict[str, Any]:
+        response = await self.client.get(f"/v1/creators/{creator_id}/months/{month}", headers=ADMIN)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def restart_workers(self) -> None:
+        await self.runtime.stop_workers()
+        self.runtime.context.bus.stopping.clear()
+        self.runtime.start_workers()
+
+    async def sql(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        """Read the database directly (what the API does not show)."""
+        connection = await asyncpg.connect(self.database_url.replace("+asyncpg", ""))
+        try:
+            return await connection.fetch(query, *args)
+        finally:
+            await connection.close()
