@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -151,7 +151,7 @@ class IncomingEvent:
                 [
                     self.id,
                     self.type,
-                    self.time.isoformat(),
+                    self.time.astimezone(UTC).isoformat(),
                     self.source,
                     self.data,
                     self.attributes,

@@ -71,19 +71,19 @@ class System:
     client: httpx.AsyncClient
     database_url: str
 
-    async def post_events(
-        self, body: Any, *, headers: dict[str, str] | None = None
-    ) -> httpx.Response:
-        return await self.client.post("/v1/events", json=body, headers={**ADMIN, **(headers or {})})
+    async def post_events(self, body: Any, *, key: str = ADMIN_KEY) -> httpx.Response:
+        return await self.client.post(
+            "/v1/events", json=body, headers={"Authorization": f"Bearer {key}"}
+        )
 
     async def lags(self) -> dict[str, int]:
         response = await self.client.get("/v1/admin/consumers", headers=ADMIN)
         assert response.status_code == 200, response.text
         return {g["name"]: g["lag"] for g in response.json()["groups"]}
 
-    async def wait_until_processed(self, timeout: float = 30) -> None:
+    async def wait_until_processed(self, within: float = 30) -> None:
         """Until every consumer group reports lag 0."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while True:
             lags = await self.lags()
             if all(lag == 0 for lag in lags.values()):

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tests.system import interaction_created, post_created
+from tests.system import ADMIN, interaction_created, post_created
 
 pytestmark = pytest.mark.usefixtures("bus")  # every test here runs on both buses
 
@@ -35,10 +35,7 @@ async def test_posted_batch_is_counted_in_the_program_month(system):
     }
     assert (await system.month("c-1", "2026-12"))["posts"] == 1
     assert (await system.month("c-2", "2026-11"))["posts"] == 1
-    missing = await system.client.get(
-        "/v1/creators/c-9/months/2026-11",
-        headers={"Authorization": "Bearer test-admin-key-with-every-scope"},
-    )
+    missing = await system.client.get("/v1/creators/c-9/months/2026-11", headers=ADMIN)
     assert missing.status_code == 404
 
     badges = await system.sql(
@@ -93,12 +90,12 @@ async def test_concurrent_ingest_while_consuming_loses_nothing(system):
     """Appends commit concurrently; a consumer must never skip a row committed late."""
 
     async def poster(worker: int) -> None:
-        for round_ in range(5):
+        for _ in range(5):
             batch = [post_created(f"c-{worker}") for _ in range(20)]
             response = await system.post_events(batch)
             assert response.status_code == 202, response.text
 
     await asyncio.gather(*(poster(w) for w in range(8)))
-    await system.wait_until_processed(timeout=60)
+    await system.wait_until_processed(within=60)
     for worker in range(8):
         assert (await system.month(f"c-{worker}", "2026-11"))["posts"] == 100
