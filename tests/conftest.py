@@ -135,12 +135,18 @@ def settings_overrides() -> dict:
 
 
 @pytest.fixture
-async def system(request, database_url, settings_overrides):
+def system_services() -> tuple[str, ...]:
+    """Override to run only some services in the `system` fixture."""
+    return ALL
+
+
+@pytest.fixture
+async def system(request, database_url, settings_overrides, system_services):
     """The whole system (every API and consumer) on a fresh database and the chosen bus."""
     bus = request.getfixturevalue("bus") if "bus" in request.fixturenames else "embedded"
     bootstrap = request.getfixturevalue("kafka_bootstrap") if bus == "kafka" else None
     settings = make_settings(bus, bootstrap, **settings_overrides)
-    runtime = Runtime(settings, ALL, database_url=database_url)
+    runtime = Runtime(settings, system_services, database_url=database_url)
     await runtime.connect()
     runtime.start_workers()
     app = runtime.create_app(manage_lifecycle=False)

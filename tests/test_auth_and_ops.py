@@ -13,7 +13,6 @@ import pytest
 from shared.auth import hash_key
 from tests.system import ADMIN, ADMIN_KEY, post_created
 
-
 CLI = str(Path(sys.executable).parent / "creator-activity")
 
 
