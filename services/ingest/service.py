@@ -57,6 +57,7 @@ async def accept(session: AsyncSession, events: list[IncomingEvent]) -> list[Out
         if first is not event and first.content_hash != event.content_hash:
             conflicts.append({"index": index, "id": event.id, "msg": "same id twice in the batch"})
     if conflicts:
+        EVENTS.labels("rejected").inc(len(events))
         raise Conflict("event ids reused with different content", details=conflicts)
 
     stored = await event_log.append(session, list(first_by_id.values()))
@@ -69,6 +70,7 @@ async def accept(session: AsyncSession, events: list[IncomingEvent]) -> list[Out
             if e.id in known and known[e.id] != e.content_hash
         ]
         if conflicts:
+            EVENTS.labels("rejected").inc(len(events))
             raise Conflict("event ids reused with different content", details=conflicts)
 
     outcomes, seen = [], set()
