@@ -24,7 +24,7 @@ test: install
 	$(BIN)/ruff check shared services migrations tests scripts
 	$(BIN)/pytest -q
 
-bench: migrate
+bench: install
 	$(BIN)/python scripts/benchmark.py
 
 clean:

@@ -24,7 +24,7 @@ async def record_posts(session: AsyncSession, posts: Iterable[CreatorPosts]) -> 
     ]
     if not rows:
         return
-    stmt = insert(CreatorPosts).values(rows)
+    stmt = insert(CreatorPosts)
     earlier = stmt.excluded.first_post_at < CreatorPosts.first_post_at
     await session.execute(
         stmt.on_conflict_do_update(
@@ -38,5 +38,6 @@ async def record_posts(session: AsyncSession, posts: Iterable[CreatorPosts]) -> 
                 ),
                 "posts": CreatorPosts.posts + stmt.excluded.posts,
             },
-        )
+        ),
+        rows,
     )

@@ -21,7 +21,7 @@ async def add_month_counts(
         {"creator_id": creator, "month": month, "posts": posts, "interactions": interactions}
         for (creator, month), (posts, interactions) in counts.items()
     ]
-    stmt = insert(CreatorMonthActivity).values(rows)
+    stmt = insert(CreatorMonthActivity)
     await session.execute(
         stmt.on_conflict_do_update(
             index_elements=["creator_id", "month"],
@@ -29,7 +29,8 @@ async def add_month_counts(
                 "posts": CreatorMonthActivity.posts + stmt.excluded.posts,
                 "interactions": CreatorMonthActivity.interactions + stmt.excluded.interactions,
             },
-        )
+        ),
+        rows,
     )
 
 

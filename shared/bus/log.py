@@ -132,11 +132,11 @@ async def append(session: AsyncSession, events: Sequence[IncomingEvent]) -> set[
         }
         for e in events
     ]
+    # Parameters passed apart from the statement: SQLAlchemy renders one multi-row INSERT
+    # ("insertmanyvalues", up to 1,000 rows) far faster than from `.values(rows)`.
     stored = await session.scalars(
-        insert(Event)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["event_id"])
-        .returning(Event.event_id)
+        insert(Event).on_conflict_do_nothing(index_elements=["event_id"]).returning(Event.event_id),
+        rows,
     )
     return set(stored)
 
@@ -226,10 +226,8 @@ async def record_processed(
         return []
     new_ids = set(
         await session.scalars(
-            insert(ProcessedEvent)
-            .values([{"group_name": group, "event_id": e.id} for e in events])
-            .on_conflict_do_nothing()
-            .returning(ProcessedEvent.event_id)
+            insert(ProcessedEvent).on_conflict_do_nothing().returning(ProcessedEvent.event_id),
+            [{"group_name": group, "event_id": e.id} for e in events],
         )
     )
     fresh = []
