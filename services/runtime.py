@@ -44,6 +44,7 @@ SERVICES: dict[str, Service] = {
     ),
 }
 ALL = tuple(SERVICES)
+CONSUMER_GROUPS = tuple(group for s in SERVICES.values() for group, _ in s.consumers)
 
 
 class Runtime:
@@ -66,7 +67,11 @@ class Runtime:
         engine = db.create_engine(url, self.settings)
         sessionmaker = db.create_sessionmaker(engine)
         self.context = Context(
-            self.settings, engine, sessionmaker, create_bus(self.settings, sessionmaker)
+            self.settings,
+            engine,
+            sessionmaker,
+            create_bus(self.settings, sessionmaker),
+            CONSUMER_GROUPS,
         )
         if self.settings.bootstrap_admin_key:
             async with sessionmaker() as session, session.begin():

@@ -83,8 +83,11 @@ def database_url(settings: Settings) -> str:
 def describe(url: str) -> str:
     """The URL without its password, for logs."""
     parts = urlsplit(url)
-    host = parts.hostname or parse_qs(parts.query).get("host", ["?"])[0]
-    return f"{parts.scheme}://{host}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+    socket_dir = parse_qs(parts.query).get("host", [None])[0]
+    where = parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else ""
+    if socket_dir:
+        where += f"[socket {socket_dir}]"
+    return f"{parts.scheme}://{where}{parts.path}"
 
 
 def create_engine(url: str, settings: Settings) -> AsyncEngine:

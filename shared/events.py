@@ -10,6 +10,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -142,7 +143,7 @@ class IncomingEvent:
     data: dict[str, Any]
     attributes: dict[str, Any]  # specversion, datacontenttype, dataschema, subject, extensions
 
-    @property
+    @cached_property
     def content_hash(self) -> bytes:
         """Same content = same attributes and data after parsing: key order, whitespace and
         the offset a time is written in do not matter."""

@@ -9,10 +9,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from shared.bus import GROUPS
 from shared.bus import log as event_log
 from shared.errors import AppError, Forbidden, Unauthorized, error_responses
-from shared.web import Admin, ContextDep
+from shared.web import Admin, ContextDep, SessionDep
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
@@ -60,7 +59,7 @@ async def readyz(context: ContextDep) -> dict[str, str]:
 async def metrics(context: ContextDep) -> Response:
     """Prometheus text format."""
     try:
-        for group, lag in (await context.bus.lag()).items():
+        for group, lag in (await context.bus.lag(context.groups)).items():
             LAG.labels(group).set(lag)
     except Exception as exc:  # metrics must still be served when the bus is away
         logger.warning("cannot compute consumer lag", extra={"error": repr(exc)})
@@ -72,12 +71,13 @@ async def metrics(context: ContextDep) -> Response:
     response_model=Consumers,
     responses=error_responses(Unauthorized, Forbidden),
 )
-async def consumers(context: ContextDep, _: Admin) -> Consumers:
+async def consumers(context: ContextDep, session: SessionDep, _: Admin) -> Consumers:
     """Lag per consumer group: 0 for every group = every accepted event fully processed."""
-    lags = await context.bus.lag()
-    async with context.sessionmaker() as session:
-        parked = await event_log.dead_letter_counts(session)
+    lags = await context.bus.lag(context.groups)
+    parked = await event_log.dead_letter_counts(session)
     return Consumers(
         bus=context.bus.kind,
-        groups=[GroupLag(name=g, lag=lags[g], dead_letters=parked.get(g, 0)) for g in GROUPS],
+        groups=[
+            GroupLag(name=g, lag=lags[g], dead_letters=parked.get(g, 0)) for g in context.groups
+        ],
     )

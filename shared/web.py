@@ -20,6 +20,7 @@ class Context:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     bus: Bus
+    groups: tuple[str, ...]  # every consumer group of the system, wherever it runs
 
 
 def get_context(request: Request) -> Context:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta, timezone
 
 from hypothesis import given
@@ -47,16 +48,7 @@ def test_every_problem_of_an_event_is_reported_at_once():
 
 def test_bus_event_survives_the_wire():
     parsed = parse_envelope(post_created(traceparent="00-1"), "k")
-    event = BusEvent(
-        seq=7,
-        id=parsed.id,
-        type=parsed.type,
-        time=parsed.time,
-        source=parsed.source,
-        creator_id=parsed.creator_id,
-        data=parsed.data,
-        attributes=parsed.attributes,
-    )
+    event = BusEvent(seq=7, **asdict(parsed))
     assert BusEvent.from_json(event.to_json()) == event
 
 

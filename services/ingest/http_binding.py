@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -17,13 +16,8 @@ STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 
 
-@dataclass(frozen=True)
-class Submission:
-    events: list[Any]  # raw, unvalidated event objects
-    is_batch: bool
-
-
-async def read_submission(request: Request, max_bytes: int) -> Submission:
+async def read_submission(request: Request, max_bytes: int) -> list[Any]:
+    """The raw, unvalidated event objects of a request: one, or a batch."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     binary_mode = "ce-id" in request.headers and media_type not in (STRUCTURED, BATCH)
     if binary_mode:
@@ -39,14 +33,14 @@ async def read_submission(request: Request, max_bytes: int) -> Submission:
         raise BadRequest(f"the body is not valid JSON: {exc}") from exc
 
     if binary_mode:
-        return Submission([_from_binary_mode(request, document)], is_batch=False)
+        return [_from_binary_mode(request, document)]
     if media_type == BATCH or (media_type == JSON and isinstance(document, list)):
         if not isinstance(document, list):
             raise BadRequest("a batch must be a JSON array of events")
-        return Submission(document, is_batch=True)
+        return document
     if not isinstance(document, dict):
         raise BadRequest("an event must be a JSON object")
-    return Submission([document], is_batch=False)
+    return [document]
 
 
 async def _read_body(request: Request, max_bytes: int) -> bytes:

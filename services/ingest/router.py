@@ -57,10 +57,10 @@ async def post_events(
 ) -> Accepted:
     """Accept one CloudEvent or a batch. Durable once this answers 202."""
     settings = context.settings
-    submission = await http_binding.read_submission(request, settings.max_body_bytes)
-    events = service.validate(submission.events, key.name, settings.max_batch_events)
+    raw_events = await http_binding.read_submission(request, settings.max_body_bytes)
+    events = service.validate(raw_events, key.name, settings.max_batch_events)
     outcomes = await service.accept(session, events)  # committed before the 202 goes out
-    service.count(outcomes)
+    service.count_outcomes(outcomes)
     accepted = sum(o.status == "accepted" for o in outcomes)
     return Accepted(
         accepted=accepted,

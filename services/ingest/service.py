@@ -81,6 +81,6 @@ async def accept(session: AsyncSession, events: list[IncomingEvent]) -> list[Out
     return outcomes
 
 
-def count(outcomes: list[Outcome]) -> None:
+def count_outcomes(outcomes: list[Outcome]) -> None:
     for status in ("accepted", "duplicate"):
         EVENTS.labels(status).inc(sum(o.status == status for o in outcomes))

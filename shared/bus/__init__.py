@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.bus.base import GROUPS, Bus
+from shared.bus.base import Bus
 from shared.settings import Settings
 
-__all__ = ["GROUPS", "Bus", "create_bus"]
+__all__ = ["Bus", "create_bus"]
 
 
 def create_bus(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> Bus:

@@ -7,9 +7,6 @@ from typing import Protocol
 
 from shared.bus.processor import Handler
 
-# The consumer groups of the system, in the order they are reported.
-GROUPS = ("scoring", "badges")
-
 
 class Bus(Protocol):
     kind: str  # "embedded" or "kafka"
@@ -30,7 +27,7 @@ class Bus(Protocol):
     async def relay(self) -> None:
         """Move accepted events from the log to the broker, until stopped (no-op if embedded)."""
 
-    async def lag(self, groups: tuple[str, ...] = GROUPS) -> dict[str, int]:
+    async def lag(self, groups: tuple[str, ...]) -> dict[str, int]:
         """Accepted events not yet fully processed, per group; 0 = all caught up."""
 
     async def check(self) -> None:

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.bus import log as event_log
-from shared.bus.base import GROUPS
 from shared.bus.processor import BatchProcessor, Handler, sleep_unless_stopped
 from shared.events import BusEvent
 from shared.settings import Settings
@@ -45,9 +44,8 @@ class EmbeddedBus:
         while not self.stopping.is_set():
             try:
                 async with self.sessionmaker() as session:
-                    position = await event_log.position_of(session, group)
-                    events = await event_log.read_after(
-                        session, position, self.settings.consumer_batch_size
+                    events = await event_log.read_for(
+                        session, group, self.settings.consumer_batch_size
                     )
             except Exception as exc:  # the database is away: wait and try again
                 logger.warning(
@@ -63,7 +61,7 @@ class EmbeddedBus:
     async def relay(self) -> None:
         return None
 
-    async def lag(self, groups: tuple[str, ...] = GROUPS) -> dict[str, int]:
+    async def lag(self, groups: tuple[str, ...]) -> dict[str, int]:
         async with self.sessionmaker() as session:
             return {group: await event_log.events_after(session, group) for group in groups}
 

@@ -17,7 +17,6 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.bus import log as event_log
-from shared.bus.base import GROUPS
 from shared.bus.processor import BatchProcessor, Handler, is_transient, sleep_unless_stopped
 from shared.events import BusEvent
 from shared.settings import Settings
@@ -55,7 +54,7 @@ class KafkaBus:
         self.topic = settings.kafka_events_topic
         self.stopping = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
-        self._offset_readers: dict[str, AIOKafkaConsumer] = {}
+        self._offset_readers: dict[str | None, AIOKafkaConsumer] = {}
 
     def group_id(self, group: str) -> str:
         return f"{self.settings.kafka_group_prefix}{group}"
@@ -195,7 +194,7 @@ class KafkaBus:
 
     # --- monitoring ---------------------------------------------------------------------------
 
-    async def lag(self, groups: tuple[str, ...] = GROUPS) -> dict[str, int]:
+    async def lag(self, groups: tuple[str, ...]) -> dict[str, int]:
         """Events not yet relayed, plus what each group has not committed of what was relayed.
 
         The end of each partition comes from the relay's own acks (kept in the database), not
@@ -206,7 +205,7 @@ class KafkaBus:
             ends = await event_log.published_offsets(session, self.topic)
         result = {}
         for group in groups:
-            reader = await self._offset_reader(group)
+            reader = await self._offset_reader(self.group_id(group))
             behind = 0
             for partition, end in ends.items():
                 committed = await reader.committed(TopicPartition(self.topic, partition))
@@ -214,21 +213,20 @@ class KafkaBus:
             result[group] = unrelayed + behind
         return result
 
-    async def _offset_reader(self, group: str) -> AIOKafkaConsumer:
-        """A consumer that never subscribes: it only reads the group's committed offsets."""
-        reader = self._offset_readers.get(group)
+    async def _offset_reader(self, group_id: str | None) -> AIOKafkaConsumer:
+        """A consumer that never subscribes: it reads a group's committed offsets, or (without
+        a group) the cluster's metadata."""
+        reader = self._offset_readers.get(group_id)
         if reader is None:
             reader = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap,
-                group_id=self.group_id(group),
-                enable_auto_commit=False,
+                bootstrap_servers=self.bootstrap, group_id=group_id, enable_auto_commit=False
             )
             await reader.start()
-            self._offset_readers[group] = reader
+            self._offset_readers[group_id] = reader
         return reader
 
     async def check(self) -> None:
-        reader = await self._offset_reader(GROUPS[0])
+        reader = await self._offset_reader(None)
         if self.topic not in await reader.topics():
             raise KafkaError(f"topic {self.topic} is missing")
 

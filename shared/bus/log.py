@@ -155,11 +155,21 @@ async def read_after(session: AsyncSession, position: int, limit: int) -> list[B
     return [row.to_bus_event() for row in rows]
 
 
-async def position_of(session: AsyncSession, group: str) -> int:
-    position = await session.scalar(
-        select(ConsumerPosition.position).where(ConsumerPosition.group_name == group)
+async def read_for(session: AsyncSession, group: str, limit: int) -> list[BusEvent]:
+    """The next events after a reader's position, in one query."""
+    rows = await session.scalars(
+        select(Event).where(Event.seq > _position(group)).order_by(Event.seq).limit(limit)
     )
-    return position or 0
+    return [row.to_bus_event() for row in rows]
+
+
+def _position(group: str):
+    return func.coalesce(
+        select(ConsumerPosition.position)
+        .where(ConsumerPosition.group_name == group)
+        .scalar_subquery(),
+        0,
+    )
 
 
 async def lock_position(session: AsyncSession, group: str, *, wait: bool = True) -> int | None:
@@ -185,11 +195,8 @@ async def set_position(session: AsyncSession, group: str, position: int) -> None
 
 async def events_after(session: AsyncSession, group: str) -> int:
     """How many accepted events a reader of the log has not passed yet."""
-    position = select(ConsumerPosition.position).where(ConsumerPosition.group_name == group)
     return await session.scalar(
-        select(func.count())
-        .select_from(Event)
-        .where(Event.seq > func.coalesce(position.scalar_subquery(), 0))
+        select(func.count()).select_from(Event).where(Event.seq > _position(group))
     )
 
 
