@@ -18,8 +18,10 @@ from services.scoring.router import router as scoring_router
 from shared import db, ops
 from shared.auth import Scope, ensure_key
 from shared.bus import create_bus
-from shared.bus.processor import Handler, sleep_unless_stopped
+from shared.bus.base import Handler
+from shared.bus.processor import sleep_unless_stopped
 from shared.errors import install_error_handlers
+from shared.migrate import prepare_database
 from shared.settings import Settings
 from shared.web import Context
 
@@ -44,7 +46,11 @@ SERVICES: dict[str, Service] = {
     ),
 }
 ALL = tuple(SERVICES)
-CONSUMER_GROUPS = tuple(group for s in SERVICES.values() for group, _ in s.consumers)
+# Each consumer group and how to make its handler.
+CONSUMERS: dict[str, Callable[[Settings], Handler]] = {
+    group: make_handler for s in SERVICES.values() for group, make_handler in s.consumers
+}
+CONSUMER_GROUPS = tuple(CONSUMERS)
 
 
 class Runtime:
@@ -62,7 +68,7 @@ class Runtime:
         self._workers: list[asyncio.Task] = []
 
     async def connect(self) -> Context:
-        url = self._database_url or await asyncio.to_thread(db.database_url, self.settings)
+        url = self._database_url or await prepare_database(self.settings)
         logger.info("database", extra={"url": db.describe(url)})
         engine = db.create_engine(url, self.settings)
         sessionmaker = db.create_sessionmaker(engine)

@@ -6,10 +6,13 @@ Ingest validates with `parse_envelope`; the bus carries `BusEvent`; consumers re
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
@@ -23,11 +26,15 @@ from pydantic import (
     StrictInt,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
+    field_validator,
 )
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128)]
 PostText = Annotated[str, Field(max_length=100_000)]
-Count = Annotated[StrictInt, Field(ge=0)]
+# Counts fit a PostgreSQL BIGINT (and orjson's 64-bit integers) wherever a consumer keeps them.
+MAX_COUNT = 2**63 - 1
+Count = Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]
 
 
 class _Data(BaseModel):
@@ -91,17 +98,28 @@ EVENT_TYPES = tuple(DATA_MODELS)
 
 # CloudEvents context attributes we accept besides id/type/time/source/data.
 OPTIONAL_ATTRIBUTES = ("specversion", "datacontenttype", "dataschema", "subject")
-EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
-JSON_CONTENT_TYPE = re.compile(r"^application/(?:[\w.+-]+\+)?json(?:\s*;.*)?$", re.IGNORECASE)
-
-
-RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+# Use these with `fullmatch` only: `$` also matches before a trailing newline, and `\d`, `\w`
+# and `\s` match far more than ASCII without re.ASCII.
+EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}")
+JSON_CONTENT_TYPE = re.compile(
+    r"application/(?:[\w.+-]+\+)?json(?:[ \t]*;[^\x00-\x1f\x7f]*)?", re.IGNORECASE | re.ASCII
+)
+RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
+# No string anywhere in an event may hold a NUL (PostgreSQL text and jsonb refuse it) or a lone
+# surrogate (not Unicode: it cannot be encoded as UTF-8).
+FORBIDDEN_CHARACTERS = re.compile(r"[\x00\ud800-\udfff]")
+MAX_ERRORS_PER_EVENT = 50
 
 
 def _rfc3339(value: Any) -> datetime:
-    if not isinstance(value, str) or not RFC3339.match(value):
+    if not isinstance(value, str) or not RFC3339.fullmatch(value):
         raise ValueError("time must be an RFC 3339 timestamp with an offset")
-    return _aware_datetime.validate_python(value)
+    try:
+        return _aware_datetime.validate_python(value)
+    except ValidationError:
+        raise ValueError("time is not a valid RFC 3339 date and time") from None
 
 
 _aware_datetime = TypeAdapter(AwareDatetime)
@@ -121,8 +139,47 @@ class _Envelope(BaseModel):
     subject: Annotated[str, Field(max_length=256)] | None = None
     data: dict[str, Any]
 
+    @field_validator("time")
+    @classmethod
+    def _time_within_bounds(cls, value: datetime, info: ValidationInfo) -> datetime:
+        context = info.context or {}
+        limits: EventLimits = context.get("limits") or EventLimits()
+        now: datetime = context.get("now") or datetime.now(UTC)
+        if value < limits.time_min:
+            raise ValueError(f"time must not be before {limits.time_min.isoformat()}")
+        if value > now + limits.max_ahead:
+            hours = limits.max_ahead / timedelta(hours=1)
+            raise ValueError(f"time must not be more than {hours:g} h after the server's clock")
+        return value
 
-_extension_value = TypeAdapter(str | bool | int | float)
+
+def _is_extension_value(value: Any) -> bool:
+    """A string, a boolean, a 64-bit integer or a finite float: what JSON, the log and the bus
+    all carry unchanged."""
+    if isinstance(value, str | bool):
+        return True
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return isinstance(value, float) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class EventLimits:
+    """What one event may be, beyond its shape (settings `max_event_bytes`, `event_time_min`,
+    `event_time_max_ahead_hours`)."""
+
+    max_bytes: int = 512 * 1024
+    time_min: datetime = datetime(2000, 1, 1, tzinfo=UTC)
+    max_ahead: timedelta = timedelta(hours=24)
+
+    @classmethod
+    def of(cls, settings: Any) -> EventLimits:
+        """From a `shared.settings.Settings`."""
+        return cls(
+            max_bytes=settings.max_event_bytes,
+            time_min=settings.event_time_min,
+            max_ahead=timedelta(hours=settings.event_time_max_ahead_hours),
+        )
 
 
 @dataclass(frozen=True)
@@ -143,6 +200,16 @@ class IncomingEvent:
     data: dict[str, Any]
     attributes: dict[str, Any]  # specversion, datacontenttype, dataschema, subject, extensions
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """What identifies the event (CloudEvents 1.0): its source and its id."""
+        return (self.source, self.id)
+
+    @cached_property
+    def encoded_size(self) -> int:
+        """Bytes of the event as compact JSON, as the bus carries it."""
+        return len(BusEvent(seq=0, **dataclasses.asdict(self)).to_json())
+
     @cached_property
     def content_hash(self) -> bytes:
         """Same content = same attributes and data after parsing: key order, whitespace and
@@ -162,13 +229,59 @@ class IncomingEvent:
         ).digest()
 
 
-def parse_envelope(raw: Any, default_source: str) -> IncomingEvent | list[EnvelopeError]:
-    """Validate one structured-mode CloudEvent; return the event or every error found."""
+def _forbidden_characters(event: dict[str, Any]) -> list[EnvelopeError]:
+    """Strings (names included, at any depth) holding a NUL or a lone surrogate; the first
+    MAX_ERRORS_PER_EVENT of them.
+
+    Depth first with one iterator per level: a JSON document may nest deeper than Python's
+    recursion limit, and memory stays proportional to the depth, not to the width."""
+    errors: list[EnvelopeError] = []
+    stack: list[tuple[list[str | int], Iterator[tuple[str | int, Any]]]] = [
+        ([], iter(event.items()))
+    ]
+    while stack:
+        loc, entries = stack[-1]
+        for key, value in entries:
+            if isinstance(key, str) and FORBIDDEN_CHARACTERS.search(key):
+                errors.append(EnvelopeError([*loc, key], "a name " + _forbidden_message(key)))
+            if isinstance(value, str) and FORBIDDEN_CHARACTERS.search(value):
+                errors.append(EnvelopeError([*loc, key], _forbidden_message(value)))
+            if len(errors) >= MAX_ERRORS_PER_EVENT:
+                return errors
+            if isinstance(value, dict):
+                stack.append(([*loc, key], iter(value.items())))
+                break
+            if isinstance(value, list):
+                stack.append(([*loc, key], enumerate(value)))
+                break
+        else:
+            stack.pop()
+    return errors
+
+
+def _forbidden_message(value: str) -> str:
+    if "\x00" in value:
+        return "must not contain a NUL character"
+    return "must be valid Unicode (a lone surrogate is not)"
+
+
+def parse_envelope(
+    raw: Any,
+    default_source: str,
+    limits: EventLimits | None = None,
+    *,
+    now: datetime | None = None,
+) -> IncomingEvent | list[EnvelopeError]:
+    """Validate one structured-mode CloudEvent; return the event or every error found.
+
+    `now` is the server's clock (the latest `time` accepted is relative to it)."""
     if not isinstance(raw, dict):
         return [EnvelopeError([], "an event must be a JSON object")]
-    errors: list[EnvelopeError] = []
+    limits = limits or EventLimits()
+    context = {"limits": limits, "now": now or datetime.now(UTC)}
+    errors = _forbidden_characters(raw)
     try:
-        envelope = _Envelope.model_validate(raw)
+        envelope = _Envelope.model_validate(raw, context=context)
     except ValidationError as exc:
         errors.extend(EnvelopeError(list(e["loc"]), e["msg"]) for e in exc.errors())
         envelope = None
@@ -179,20 +292,21 @@ def parse_envelope(raw: Any, default_source: str) -> IncomingEvent | list[Envelo
             continue
         if name == "data_base64":
             errors.append(EnvelopeError([name], "binary data is not accepted; send JSON data"))
-        elif not EXTENSION_NAME.match(name):
+        elif not EXTENSION_NAME.fullmatch(name):
             errors.append(EnvelopeError([name], "unknown attribute"))
+        elif _is_extension_value(value):
+            extensions[name] = value
         else:
-            try:
-                extensions[name] = _extension_value.validate_python(value, strict=True)
-            except ValidationError:
-                errors.append(
-                    EnvelopeError(
-                        [name], "an extension attribute must be a string, number or boolean"
-                    )
+            errors.append(
+                EnvelopeError(
+                    [name],
+                    "an extension attribute must be a string, a boolean or a finite number "
+                    "(integers within 64 bits)",
                 )
+            )
 
     content_type = raw.get("datacontenttype")
-    if isinstance(content_type, str) and not JSON_CONTENT_TYPE.match(content_type):
+    if isinstance(content_type, str) and not JSON_CONTENT_TYPE.fullmatch(content_type):
         errors.append(EnvelopeError(["datacontenttype"], "data must be JSON"))
 
     data_model = DATA_MODELS.get(raw.get("type")) if isinstance(raw.get("type"), str) else None
@@ -205,7 +319,7 @@ def parse_envelope(raw: Any, default_source: str) -> IncomingEvent | list[Envelo
             errors.extend(EnvelopeError(["data", *e["loc"]], e["msg"]) for e in exc.errors())
 
     if errors or envelope is None or parsed_data is None:
-        return errors or [EnvelopeError([], "invalid event")]
+        return errors[:MAX_ERRORS_PER_EVENT] or [EnvelopeError([], "invalid event")]
 
     attributes = {
         name: getattr(envelope, name)
@@ -214,7 +328,7 @@ def parse_envelope(raw: Any, default_source: str) -> IncomingEvent | list[Envelo
     }
     attributes.update(extensions)
     data_dict = parsed_data.model_dump(exclude_none=True)
-    return IncomingEvent(
+    event = IncomingEvent(
         id=envelope.id,
         type=envelope.type,
         time=envelope.time,
@@ -223,6 +337,29 @@ def parse_envelope(raw: Any, default_source: str) -> IncomingEvent | list[Envelo
         data=data_dict,
         attributes=attributes,
     )
+    if event.encoded_size > limits.max_bytes:
+        return [
+            EnvelopeError(
+                [],
+                f"the event is {event.encoded_size} bytes as JSON, over the limit of "
+                f"{limits.max_bytes} bytes",
+            )
+        ]
+    return event
+
+
+# Version of the bus message layout (`v`). Readers accept any version that carries the fields
+# they need; bump it when the layout changes, and only ever add fields.
+BUS_SCHEMA_VERSION = 1
+_BUS_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "seq": int,
+    "id": str,
+    "type": str,
+    "time": str,
+    "source": str,
+    "creator_id": str,
+    "data": dict,
+}
 
 
 @dataclass(frozen=True)
@@ -244,6 +381,7 @@ class BusEvent:
     def to_json(self) -> bytes:
         return orjson.dumps(
             {
+                "v": BUS_SCHEMA_VERSION,
                 "seq": self.seq,
                 "id": self.id,
                 "type": self.type,
@@ -257,9 +395,28 @@ class BusEvent:
 
     @classmethod
     def from_json(cls, raw: bytes) -> BusEvent:
+        """Read a bus message of this schema version or another: fields this release does not
+        know are ignored (a newer producer during a rolling deploy); a message without what
+        this release needs raises, and the consumer parks it."""
         doc = orjson.loads(raw)
-        doc["time"] = datetime.fromisoformat(doc["time"])
-        return cls(**doc)
+        if not isinstance(doc, dict):
+            raise ValueError("a bus message must be a JSON object")
+        wrong = [name for name, kind in _BUS_FIELDS.items() if not isinstance(doc.get(name), kind)]
+        if wrong:
+            raise ValueError(f"bus message without a valid {', '.join(wrong)}")
+        time = datetime.fromisoformat(doc["time"])
+        if time.tzinfo is None:
+            raise ValueError("bus message time has no offset")
+        return cls(
+            seq=doc["seq"],
+            id=doc["id"],
+            type=doc["type"],
+            time=time,
+            source=doc["source"],
+            creator_id=doc["creator_id"],
+            data=doc["data"],
+            attributes=doc.get("attributes") or {},
+        )
 
     def typed_data(self) -> _Data:
         return DATA_MODELS[self.type].model_validate(self.data)

@@ -15,8 +15,3 @@ def month_of(moment: datetime, zone: ZoneInfo) -> str:
         raise ValueError("naive datetime: times must be zone-aware")
     return moment.astimezone(zone).strftime("%Y-%m")
 
-
-def parse_month(value: str) -> str:
-    if not MONTH.match(value):
-        raise ValueError(f"month must be YYYY-MM, got {value!r}")
-    return value

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EVENTS_TOPIC = "creator-activity.events"
 REWARDS_TOPIC = "creator-activity.rewards"
+MIN_BOOTSTRAP_KEY_CHARS = 32
+# Room kept between max_event_bytes and kafka_max_request_bytes for what the bus message and
+# the Kafka record batch add around one event.
+BUS_MESSAGE_OVERHEAD_BYTES = 16 * 1024
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CREATOR_ACTIVITY_", extra="ignore")
+    # hide_input_in_errors: a refused value (a key, a URL with a password) never reaches a log.
+    model_config = SettingsConfigDict(
+        env_prefix="CREATOR_ACTIVITY_", extra="ignore", hide_input_in_errors=True
+    )
 
     # --- process and infrastructure -------------------------------------------------------
     database_url: str | None = Field(
@@ -35,15 +44,58 @@ class Settings(BaseSettings):
     kafka_enable_idempotence: bool = Field(
         default=False, description="idempotent producer; brokers without InitProducerId need off"
     )
+    kafka_max_request_bytes: int = Field(
+        default=1024 * 1024,
+        ge=64 * 1024,
+        description="the producer's max_request_size; one event must fit with room to spare",
+    )
     bootstrap_admin_key: str | None = Field(
-        default=None, description="makes sure a key with every scope exists at start-up"
+        default=None,
+        description="makes sure a key with every scope exists at start-up; 32 characters or more",
     )
     log_level: str = "INFO"
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto", description="auto: text when stderr is a terminal, JSON lines otherwise"
+    )
     db_pool_size: int = Field(default=10, ge=1)
+    db_pool_timeout_s: float = Field(
+        default=5, gt=0, description="wait for a pooled connection, at most; then 503"
+    )
+    db_connect_timeout_s: float = Field(default=5, gt=0, description="open a connection, at most")
+    db_statement_timeout_ms: int = Field(
+        default=30_000, ge=0, description="PostgreSQL statement_timeout of every connection"
+    )
+    db_lock_timeout_ms: int = Field(
+        default=10_000, ge=0, description="PostgreSQL lock_timeout of every connection"
+    )
+    db_idle_in_transaction_timeout_ms: int = Field(
+        default=60_000,
+        ge=0,
+        description="PostgreSQL idle_in_transaction_session_timeout of every connection",
+    )
+    unavailable_retry_after_s: int = Field(
+        default=5, ge=1, description="Retry-After of a 503 (database or bus unavailable)"
+    )
+    readyz_timeout_s: float = Field(default=5, gt=0, description="each /readyz check, at most")
+    lag_cache_seconds: float = Field(
+        default=5, ge=0, description="how long /metrics reuses the consumer lag it computed"
+    )
 
     # --- ingest -----------------------------------------------------------------------------
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
     max_batch_events: int = Field(default=1000, ge=1)
+    max_event_bytes: int = Field(
+        default=512 * 1024,
+        ge=1024,
+        description="one event at most, as compact JSON; below kafka_max_request_bytes",
+    )
+    event_time_min: datetime = Field(
+        default=datetime(2000, 1, 1, tzinfo=UTC),
+        description="the earliest event `time` accepted (a date or time; naive = UTC)",
+    )
+    event_time_max_ahead_hours: float = Field(
+        default=24, ge=0, description="how far after the server's clock an event `time` may be"
+    )
 
     # --- consumers --------------------------------------------------------------------------
     consumer_batch_size: int = Field(default=500, ge=1, description="events per batch, at most")
@@ -55,6 +107,32 @@ class Settings(BaseSettings):
         default=3, ge=1, description="tries of one failing event before it is dead-lettered"
     )
     relay_batch_size: int = Field(default=1000, ge=1)
+    consumer_halt_after_failures: int = Field(
+        default=3,
+        ge=1,
+        description="events failing one after another, with no success between, that halt a "
+        "group instead of being parked",
+    )
+    consumer_halt_retry_ms: int = Field(
+        default=5_000, ge=1, description="how long a halted group waits before trying again"
+    )
+    consumer_floor_interval_ms: int = Field(
+        default=1_000, ge=1, description="Kafka: how often a group moves its floor up"
+    )
+    consumer_catch_up_after_ms: int = Field(
+        default=30_000,
+        ge=1,
+        description="Kafka: a floor stuck below the relayed events this long = events missing "
+        "from the topic; the group applies them from the log",
+    )
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1)
+    kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=1)
+    kafka_retention_ms: int = Field(
+        default=7 * 24 * 3600 * 1000,
+        ge=-1,
+        description="retention of the topics this service creates (-1 = forever); a group "
+        "down for longer catches up from the PostgreSQL log",
+    )
 
     # --- program (PROGRAM.md) ---------------------------------------------------------------
     program_timezone: str = "Asia/Shanghai"
@@ -90,6 +168,43 @@ class Settings(BaseSettings):
         default=10, description="weighted interactions one actor may give one creator per day"
     )
     settlement_grace_hours: int = 48
+
+    @field_validator("event_time_min", mode="before")
+    @classmethod
+    def _event_time_min_is_an_instant(cls, value: object) -> object:
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return datetime(value.year, value.month, value.day, tzinfo=UTC)
+        return value
+
+    @field_validator("event_time_min")
+    @classmethod
+    def _naive_event_time_min_is_utc(cls, value: datetime) -> datetime:
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+    @model_validator(mode="after")
+    def _one_event_fits_a_kafka_request(self) -> Settings:
+        # The bus message adds the log position and repeats creator_id; the record batch adds
+        # its headers: keep that much room under the producer's limit.
+        room = BUS_MESSAGE_OVERHEAD_BYTES
+        if self.max_event_bytes + room > self.kafka_max_request_bytes:
+            raise ValueError(
+                f"max_event_bytes ({self.max_event_bytes}) must stay at least {room} bytes below "
+                f"kafka_max_request_bytes ({self.kafka_max_request_bytes})"
+            )
+        return self
+
+    @field_validator("bootstrap_admin_key")
+    @classmethod
+    def _long_enough(cls, key: str | None) -> str | None:
+        if not key:  # set but empty (`KEY=` in an env file): no bootstrap key
+            return None
+        if len(key) < MIN_BOOTSTRAP_KEY_CHARS:
+            raise ValueError(
+                f"CREATOR_ACTIVITY_BOOTSTRAP_ADMIN_KEY must be at least {MIN_BOOTSTRAP_KEY_CHARS}"
+                f" characters long (it has {len(key)}); generate one with"
+                " `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+        return key
 
     @cached_property
     def timezone(self) -> ZoneInfo:

@@ -12,6 +12,7 @@ import os
 import tempfile
 import uuid
 import warnings
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -42,13 +43,16 @@ def postgres_uri():
     server.cleanup()
 
 
-@pytest.fixture
-async def database_url(postgres_uri):
-    """A fresh, migrated database for this test only."""
+@asynccontextmanager
+async def fresh_database(postgres_uri, template: str | None = TEMPLATE):
+    """A database of its own, migrated (copied from the template) or empty (`template=None`);
+    dropped afterwards."""
     name = f"t{os.getpid()}_{next(_database_numbers)}"
     admin = await asyncpg.connect(postgres_uri("postgres"))
     try:
-        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        await admin.execute(
+            f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else "")
+        )
     finally:
         await admin.close()
     yield to_asyncpg_url(postgres_uri(name))
@@ -57,6 +61,20 @@ async def database_url(postgres_uri):
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def database_url(postgres_uri):
+    """A fresh, migrated database for this test only."""
+    async with fresh_database(postgres_uri) as url:
+        yield url
+
+
+@pytest.fixture
+async def empty_database(postgres_uri):
+    """A database with no schema at all: `upgrade(url, revision)` brings it where a test wants."""
+    async with fresh_database(postgres_uri, template=None) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -76,6 +94,7 @@ def make_settings(bus: str, kafka_bootstrap: str | None, **overrides) -> Setting
         consumer_batch_wait_ms=50,
         consumer_retry_initial_ms=20,
         consumer_retry_max_ms=200,
+        consumer_halt_retry_ms=200,
     )
     if bus == "kafka":
         values.update(
@@ -84,6 +103,10 @@ def make_settings(bus: str, kafka_bootstrap: str | None, **overrides) -> Setting
             kafka_rewards_topic=f"rewards-{run}",
             kafka_group_prefix=f"{run}-",
             kafka_partitions=3,
+            # a restarted member rejoins in seconds, not after the default 10 s session
+            kafka_session_timeout_ms=3000,
+            kafka_heartbeat_interval_ms=500,
+            consumer_floor_interval_ms=100,
         )
     values.update(overrides)
     return Settings(_env_file=None, **values)
@@ -113,7 +136,14 @@ async def system(request, database_url, settings_overrides, system_services):
     bus = request.getfixturevalue("bus") if "bus" in request.fixturenames else "embedded"
     bootstrap = request.getfixturevalue("kafka_bootstrap") if bus == "kafka" else None
     settings = make_settings(bus, bootstrap, **settings_overrides)
-    runtime = Runtime(settings, system_services, database_url=database_url)
+    async with running(settings, database_url, system_services) as system:
+        yield system
+
+
+@asynccontextmanager
+async def running(settings: Settings, database_url: str, services: tuple[str, ...] = ALL):
+    """The services on a database, as one more process would run them, with a client."""
+    runtime = Runtime(settings, services, database_url=database_url)
     await runtime.connect()
     runtime.start_workers()
     app = runtime.create_app(manage_lifecycle=False)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -13,7 +16,7 @@ import httpx
 
 from services.runtime import Runtime
 
-ADMIN_KEY = "test-admin-key-with-every-scope"
+ADMIN_KEY = "test-admin-key-with-every-scope-0123456789"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 _ids = itertools.count(1)
@@ -109,3 +112,39 @@ class System:
             return await connection.fetch(query, *args)
         finally:
             await connection.close()
+
+
+CLI = str(Path(sys.executable).parent / "creator-activity")
+
+
+async def run_cli(database_url: str | None, *args: str, **env: str) -> tuple[int, str]:
+    """Run the `creator-activity` command on a database; its exit code and output."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CREATOR_ACTIVITY_")}
+    if database_url:
+        environment["CREATOR_ACTIVITY_DATABASE_URL"] = database_url.replace("+asyncpg", "")
+    environment.update(env)
+    process = await asyncio.create_subprocess_exec(
+        CLI,
+        *args,
+        env=environment,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    return process.returncode, output.decode()
+
+
+async def wait_until_ready(
+    client: httpx.AsyncClient, process: asyncio.subprocess.Process | None = None, within=30
+) -> None:
+    """Until a server started as a subprocess answers /readyz with 200."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            if (await client.get("/readyz")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process is None or process.returncode is None, "the server exited"
+        assert time.monotonic() < deadline, "the server did not become ready"
+        await asyncio.sleep(0.1)

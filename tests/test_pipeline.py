@@ -18,8 +18,8 @@ async def test_posted_batch_is_counted_in_the_program_month(system):
         interaction_created("c-1", "p-1", "a-1"),
         interaction_created("c-1", "p-1", "a-2", kind="comment"),
         interaction_created("c-1", "p-2", "a-1", kind="share"),
-        # 20:00 UTC on Nov 30 is Dec 1 in the program zone (UTC+8)
-        post_created("c-1", "p-3", time="2026-11-30T20:00:00Z"),
+        # 20:00 UTC on Sep 30 is Oct 1 in the program zone (UTC+8)
+        post_created("c-1", "p-3", time="2026-09-30T20:00:00Z"),
         post_created("c-2", "p-4"),
     ]
     response = await system.post_events(batch)
@@ -33,7 +33,7 @@ async def test_posted_batch_is_counted_in_the_program_month(system):
         "posts": 2,
         "interactions": 3,
     }
-    assert (await system.month("c-1", "2026-12"))["posts"] == 1
+    assert (await system.month("c-1", "2026-10"))["posts"] == 1
     assert (await system.month("c-2", "2026-11"))["posts"] == 1
     missing = await system.client.get("/v1/creators/c-9/months/2026-11", headers=ADMIN)
     assert missing.status_code == 404
@@ -41,7 +41,7 @@ async def test_posted_batch_is_counted_in_the_program_month(system):
     badges = await system.sql(
         "SELECT creator_id, first_post_id, posts FROM badges_creator_posts ORDER BY creator_id"
     )
-    assert [tuple(r) for r in badges] == [("c-1", "p-1", 3), ("c-2", "p-4", 1)]
+    assert [tuple(r) for r in badges] == [("c-1", "p-3", 3), ("c-2", "p-4", 1)]  # earliest
 
 
 async def test_resent_events_are_not_counted_twice(system):

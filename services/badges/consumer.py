@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.badges import repository
-from services.badges.models import CreatorPosts
+from services.badges.repository import FirstPost
 from shared.events import BusEvent
 from shared.settings import Settings
 
@@ -16,17 +16,14 @@ GROUP = "badges"
 
 def make_handler(settings: Settings):
     async def handle(session: AsyncSession, events: Sequence[BusEvent]) -> None:
-        summaries: dict[str, CreatorPosts] = {}
+        summaries: dict[str, FirstPost] = {}
         for event in events:
             if event.type != "post.created":
                 continue
             summary = summaries.get(event.creator_id)
             if summary is None:
-                summaries[event.creator_id] = CreatorPosts(
-                    creator_id=event.creator_id,
-                    first_post_id=event.data["post_id"],
-                    first_post_at=event.time,
-                    posts=1,
+                summaries[event.creator_id] = FirstPost(
+                    event.creator_id, event.data["post_id"], event.time, posts=1
                 )
                 continue
             summary.posts += 1

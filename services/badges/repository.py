@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import case
 from sqlalchemy.dialects.postgresql import insert
@@ -11,7 +13,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.badges.models import CreatorPosts
 
 
-async def record_posts(session: AsyncSession, posts: Iterable[CreatorPosts]) -> None:
+@dataclass
+class FirstPost:
+    """A batch's summary of one creator's posts, before it is merged into the table."""
+
+    creator_id: str
+    first_post_id: str
+    first_post_at: datetime
+    posts: int
+
+
+async def record_posts(session: AsyncSession, posts: Iterable[FirstPost]) -> None:
     """Merge per-creator post summaries of a batch: earliest first post wins, counts add."""
     rows = [
         {

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from shared.bus.processor import Handler
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.events import BusEvent
+
+# A consumer group's rules: apply these events inside the session's transaction (flush only).
+Handler = Callable[[AsyncSession, Sequence[BusEvent]], Awaitable[None]]
 
 
 class Bus(Protocol):
@@ -22,13 +28,15 @@ class Bus(Protocol):
         """Disconnect, once the loops have returned."""
 
     async def consume(self, group: str, handler: Handler) -> None:
-        """Deliver every accepted event to `handler` once per group, in batches, until stopped."""
+        """Deliver every accepted event to `handler` in batches, until stopped. Delivery may
+        repeat (Kafka: at least once); each event is applied once per group all the same,
+        because the group's progress commits with the handler's effects."""
 
     async def relay(self) -> None:
         """Move accepted events from the log to the broker, until stopped (no-op if embedded)."""
 
     async def lag(self, groups: tuple[str, ...]) -> dict[str, int]:
-        """Accepted events not yet fully processed, per group; 0 = all caught up."""
+        """Accepted events not yet applied, per group; 0 = all caught up."""
 
     async def check(self) -> None:
         """Raise if the bus is unreachable."""

@@ -1,20 +1,20 @@
 """The embedded bus: consumer groups read the event log table directly.
 
-A group's position is written in the same transaction as its effects, so every event is
-applied exactly once per group, whatever crashes or restarts happen.
+A group's floor is written in the same transaction as its effects, so every event is applied
+exactly once per group, whatever crashes or restarts happen.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.bus import log as event_log
-from shared.bus.processor import BatchProcessor, Handler, sleep_unless_stopped
-from shared.events import BusEvent
+from shared.bus import positions
+from shared.bus.base import Handler
+from shared.bus.processor import BatchProcessor, sleep_unless_stopped
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -44,8 +44,8 @@ class EmbeddedBus:
         while not self.stopping.is_set():
             try:
                 async with self.sessionmaker() as session:
-                    events = await event_log.read_for(
-                        session, group, self.settings.consumer_batch_size
+                    events = await event_log.read_after(
+                        session, positions.floor_of(group), self.settings.consumer_batch_size
                     )
             except Exception as exc:  # the database is away: wait and try again
                 logger.warning(
@@ -55,7 +55,9 @@ class EmbeddedBus:
             if not events:
                 await sleep_unless_stopped(self.stopping, poll)
                 continue
-            await processor.apply(events, _advance_position(group))
+            # Locked for the transaction: another process of the same group waits, then
+            # skips what this one applied.
+            await processor.apply(events, processor.take_in_order)
         logger.info("consumer stopped", extra={"group": group, "bus": self.kind})
 
     async def relay(self) -> None:
@@ -63,20 +65,7 @@ class EmbeddedBus:
 
     async def lag(self, groups: tuple[str, ...]) -> dict[str, int]:
         async with self.sessionmaker() as session:
-            return {group: await event_log.events_after(session, group) for group in groups}
+            return {group: await positions.lag(session, group) for group in groups}
 
     async def check(self) -> None:
         return None
-
-
-def _advance_position(group: str):
-    async def record_progress(session: AsyncSession, events: Sequence[BusEvent]) -> list[BusEvent]:
-        # Locked for the transaction: another process of the same group waits, then skips
-        # what this one applied.
-        position = await event_log.lock_position(session, group) or 0
-        todo = [e for e in events if e.seq > position]
-        if todo:
-            await event_log.set_position(session, group, todo[-1].seq)
-        return todo
-
-    return record_progress

@@ -1,29 +1,56 @@
 """The Kafka bus: an outbox relay publishes the event log to a topic; consumer groups read it.
 
 Delivery is at least once (the relay may publish an event again after a crash; a partition may
-be redelivered after a rebalance). Each group records the ids it applied in the same transaction
-as its effects, so a second copy changes nothing, and commits offsets only after that commit.
+be redelivered after a rebalance). Each group marks the events it applied in the same
+transaction as its effects (shared/bus/positions.py), so a second copy changes nothing, and
+commits offsets only after that commit. The log stays the source of truth: a group that finds
+events missing from the topic (retention, a broker that lost its data, an event the broker
+refused) applies them from the log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    CorruptRecordException,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAlreadyExistsError,
+    UnsupportedForMessageFormatError,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.bus import dead_letters, positions, relay
 from shared.bus import log as event_log
-from shared.bus.processor import BatchProcessor, Handler, is_transient, sleep_unless_stopped
+from shared.bus.base import Handler
+from shared.bus.processor import (
+    EVENTS_PARKED,
+    BatchProcessor,
+    is_transient,
+    sleep_unless_stopped,
+)
 from shared.events import BusEvent
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-RELAY_GROUP = "kafka-relay"  # its position in the event log is a row of consumer_positions
+RELAY = "relay"  # the name the relay's dead letters are kept under
+
+# The broker will never take this event, however often it is sent.
+REFUSED_FOR_GOOD = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    CorruptRecordException,
+    UnsupportedForMessageFormatError,
+)
 
 
 class _FinishBatchBeforeRevoke(ConsumerRebalanceListener):
@@ -54,7 +81,8 @@ class KafkaBus:
         self.topic = settings.kafka_events_topic
         self.stopping = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
-        self._offset_readers: dict[str | None, AIOKafkaConsumer] = {}
+        self._producer_lock = asyncio.Lock()
+        self._metadata: AIOKafkaConsumer | None = None
 
     def group_id(self, group: str) -> str:
         return f"{self.settings.kafka_group_prefix}{group}"
@@ -62,6 +90,10 @@ class KafkaBus:
     async def start(self) -> None:
         self.stopping.clear()
         await self.ensure_topics()
+        if self._metadata is None:
+            # A client in no group, for the readiness check.
+            self._metadata = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+            await self._metadata.start()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -70,11 +102,13 @@ class KafkaBus:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
-        for reader in self._offset_readers.values():
-            await reader.stop()
-        self._offset_readers.clear()
+        if self._metadata is not None:
+            await self._metadata.stop()
+            self._metadata = None
 
     async def ensure_topics(self) -> None:
+        """Create the topics with their partitions, replication and retention (an existing
+        topic keeps its own configuration)."""
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         await admin.start()
         try:
@@ -82,9 +116,12 @@ class KafkaBus:
             response = await admin.create_topics(
                 [
                     NewTopic(
-                        t, self.settings.kafka_partitions, self.settings.kafka_replication_factor
+                        topic,
+                        self.settings.kafka_partitions,
+                        self.settings.kafka_replication_factor,
+                        topic_configs={"retention.ms": str(self.settings.kafka_retention_ms)},
                     )
-                    for t in topics
+                    for topic in topics
                 ]
             )
             for topic, code, message in _topic_errors(response):
@@ -94,16 +131,18 @@ class KafkaBus:
             await admin.close()
 
     async def producer(self) -> AIOKafkaProducer:
-        if self._producer is None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap,
-                acks="all",
-                enable_idempotence=self.settings.kafka_enable_idempotence,
-                linger_ms=5,
-            )
-            await producer.start()
-            self._producer = producer
-        return self._producer
+        async with self._producer_lock:
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.bootstrap,
+                    acks="all",
+                    enable_idempotence=self.settings.kafka_enable_idempotence,
+                    max_request_size=self.settings.kafka_max_request_bytes,
+                    linger_ms=5,
+                )
+                await producer.start()
+                self._producer = producer
+            return self._producer
 
     # --- the outbox relay ---------------------------------------------------------------------
 
@@ -136,22 +175,46 @@ class KafkaBus:
     async def _relay_batch(self) -> int:
         producer = await self.producer()
         async with self.sessionmaker() as session, session.begin():
-            position = await event_log.lock_position(session, RELAY_GROUP, wait=False)
+            position = await relay.claim(session, self.topic)
             if position is None:  # another relay is publishing
                 return 0
             events = await event_log.read_after(session, position, self.settings.relay_batch_size)
             if not events:
                 return 0
-            sent = [
-                await producer.send(self.topic, e.to_json(), key=e.creator_id.encode())
-                for e in events
-            ]
-            ends: dict[int, int] = {}
-            for meta in await asyncio.gather(*sent):
-                ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
-            await event_log.record_published(session, self.topic, ends)
-            await event_log.set_position(session, RELAY_GROUP, events[-1].seq)
+            results = await self._publish(producer, events)
+            for event, result in zip(events, results, strict=True):
+                if isinstance(result, REFUSED_FOR_GOOD):
+                    # Parked for the record; the consumer groups apply it from the log.
+                    logger.error(
+                        "the broker refuses this event for good; parked, groups take it "
+                        "from the log",
+                        extra={"seq": event.seq, "event_id": event.id, "error": repr(result)},
+                    )
+                    await dead_letters.park(session, RELAY, event, 1, repr(result))
+                    EVENTS_PARKED.labels(RELAY).inc()
+                elif isinstance(result, BaseException):
+                    raise result  # transient: the whole batch again, duplicates are skipped
+            await relay.move(session, self.topic, events[-1].seq)
         return len(events)
+
+    async def _publish(
+        self, producer: AIOKafkaProducer, events: list[BusEvent]
+    ) -> list[BaseException | None]:
+        """Send in log order (a partition keeps it), then wait for every ack; the outcome of
+        each event, None when the broker has it."""
+        pending: list[asyncio.Future | BaseException] = []
+        for event in events:
+            try:
+                pending.append(
+                    await producer.send(self.topic, event.to_json(), key=event.creator_id.encode())
+                )
+            except REFUSED_FOR_GOOD as exc:  # e.g. over max_request_size: refused before sending
+                pending.append(exc)
+        futures = [p for p in pending if isinstance(p, asyncio.Future)]
+        acks = iter(await asyncio.gather(*futures, return_exceptions=True))
+        return [
+            p if isinstance(p, BaseException) else _failure(next(acks)) for p in pending
+        ]
 
     # --- consumer groups ----------------------------------------------------------------------
 
@@ -164,9 +227,12 @@ class KafkaBus:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.settings.consumer_batch_size,
+            session_timeout_ms=self.settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=self.settings.kafka_heartbeat_interval_ms,
         )
         consumer.subscribe([self.topic], listener=_FinishBatchBeforeRevoke(in_flight, group))
         await consumer.start()
+        floor_keeper = asyncio.create_task(self._keep_floor(processor), name=f"floor:{group}")
         logger.info("consumer started", extra={"group": group, "bus": self.kind})
         try:
             while not self.stopping.is_set():
@@ -177,8 +243,10 @@ class KafkaBus:
                 if not records:
                     continue
                 async with in_flight:
-                    events = _decode(group, records)
-                    if not await processor.apply(events, _record_processed(group)):
+                    events = await self._decode(group, records)
+                    if events is None or not await processor.apply(
+                        events, processor.take_any_order
+                    ):
                         break  # stopped: the offsets stay, the batch comes again
                     offsets = {tp: messages[-1].offset + 1 for tp, messages in records.items()}
                     try:
@@ -189,73 +257,94 @@ class KafkaBus:
                             "offset commit failed", extra={"group": group, "error": repr(exc)}
                         )
         finally:
+            floor_keeper.cancel()
+            await asyncio.gather(floor_keeper, return_exceptions=True)
             await consumer.stop()
             logger.info("consumer stopped", extra={"group": group, "bus": self.kind})
+
+    async def _decode(self, group: str, records: dict) -> list[BusEvent] | None:
+        """The batch's events; a message that cannot be read is parked, never skipped.
+        None if stopped before the parking could be written."""
+        events, unreadable = [], []
+        for tp, messages in records.items():
+            for message in messages:
+                try:
+                    events.append(BusEvent.from_json(message.value))
+                except Exception as exc:
+                    logger.error(
+                        "undecodable message parked",
+                        extra={
+                            "group": group,
+                            "topic": tp.topic,
+                            "partition": tp.partition,
+                            "offset": message.offset,
+                            "error": repr(exc),
+                        },
+                    )
+                    unreadable.append((message.value, repr(exc)))
+        if not unreadable:
+            return events
+        delay = self.settings.consumer_retry_initial_ms / 1000
+        while not self.stopping.is_set():
+            try:
+                async with self.sessionmaker() as session, session.begin():
+                    for payload, error in unreadable:
+                        await dead_letters.park_undecodable(session, group, payload, error)
+                return events
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                await sleep_unless_stopped(self.stopping, delay)
+                delay = min(delay * 2, self.settings.consumer_retry_max_ms / 1000)
+        return None
+
+    async def _keep_floor(self, processor: BatchProcessor) -> None:
+        """Move the group's floor up behind its markers (pruning them), and when it stays
+        stuck below what the relay has published, apply the missing events from the log."""
+        group = processor.group
+        interval = self.settings.consumer_floor_interval_ms / 1000
+        heal_after = self.settings.consumer_catch_up_after_ms / 1000
+        last_floor, stuck_since = None, time.monotonic()
+        while not self.stopping.is_set():
+            await sleep_unless_stopped(self.stopping, interval)
+            try:
+                async with self.sessionmaker() as session, session.begin():
+                    floor = await positions.advance_floor(session, group)
+                    published = await relay.published_up_to(session, self.topic)
+            except Exception as exc:
+                logger.warning("cannot move the floor", extra={"group": group, "error": repr(exc)})
+                continue
+            if floor is None:  # another process of the group is at it
+                continue
+            if floor != last_floor or floor >= published:
+                last_floor, stuck_since = floor, time.monotonic()
+                continue
+            if time.monotonic() - stuck_since >= heal_after:
+                logger.warning(
+                    "events missing from the topic: catching up from the log",
+                    extra={"group": group, "floor": floor, "published": published},
+                )
+                applied = await processor.catch_up(up_to=published)
+                logger.info("caught up from the log", extra={"group": group, "events": applied})
+                stuck_since = time.monotonic()
 
     # --- monitoring ---------------------------------------------------------------------------
 
     async def lag(self, groups: tuple[str, ...]) -> dict[str, int]:
-        """Events not yet relayed, plus what each group has not committed of what was relayed.
-
-        The end of each partition comes from the relay's own acks (kept in the database), not
-        from a ListOffsets request: exact, and one round trip fewer per partition.
-        """
+        """Counted from the log, as on the embedded bus: what each group has not applied,
+        whether or not the relay has published it yet."""
         async with self.sessionmaker() as session:
-            unrelayed = await event_log.events_after(session, RELAY_GROUP)
-            ends = await event_log.published_offsets(session, self.topic)
-        result = {}
-        for group in groups:
-            reader = await self._offset_reader(self.group_id(group))
-            behind = 0
-            for partition, end in ends.items():
-                committed = await reader.committed(TopicPartition(self.topic, partition))
-                behind += max(end - (committed or 0), 0)
-            result[group] = unrelayed + behind
-        return result
-
-    async def _offset_reader(self, group_id: str | None) -> AIOKafkaConsumer:
-        """A consumer that never subscribes: it reads a group's committed offsets, or (without
-        a group) the cluster's metadata."""
-        reader = self._offset_readers.get(group_id)
-        if reader is None:
-            reader = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap, group_id=group_id, enable_auto_commit=False
-            )
-            await reader.start()
-            self._offset_readers[group_id] = reader
-        return reader
+            return {group: await positions.lag(session, group) for group in groups}
 
     async def check(self) -> None:
-        reader = await self._offset_reader(None)
-        if self.topic not in await reader.topics():
+        if self._metadata is None:
+            raise KafkaError("the bus is not started")
+        if self.topic not in await self._metadata.topics():
             raise KafkaError(f"topic {self.topic} is missing")
 
 
-def _record_processed(group: str):
-    async def record_progress(session: AsyncSession, events: Sequence[BusEvent]) -> list[BusEvent]:
-        return await event_log.record_processed(session, group, events)
-
-    return record_progress
-
-
-def _decode(group: str, records: dict) -> list[BusEvent]:
-    events = []
-    for tp, messages in records.items():
-        for message in messages:
-            try:
-                events.append(BusEvent.from_json(message.value))
-            except Exception as exc:  # not ours to apply; say so loudly and go on
-                logger.error(
-                    "undecodable message skipped",
-                    extra={
-                        "group": group,
-                        "topic": tp.topic,
-                        "partition": tp.partition,
-                        "offset": message.offset,
-                        "error": repr(exc),
-                    },
-                )
-    return events
+def _failure(ack: object) -> BaseException | None:
+    return ack if isinstance(ack, BaseException) else None
 
 
 def _topic_errors(response) -> list[tuple[str, int, str | None]]:
