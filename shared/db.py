@@ -91,8 +91,25 @@ def describe(url: str) -> str:
 
 
 def create_engine(url: str, settings: Settings) -> AsyncEngine:
+    """The pool waits `db_pool_timeout_s` at most for a connection (then the request is a 503),
+    and every connection carries the timeouts that keep a hung transaction from holding locks
+    (the append lock above all) for long."""
+    server_settings = {
+        "application_name": "creator-activity",
+        "statement_timeout": str(settings.db_statement_timeout_ms),
+        "lock_timeout": str(settings.db_lock_timeout_ms),
+        "idle_in_transaction_session_timeout": str(settings.db_idle_in_transaction_timeout_ms),
+    }
     return create_async_engine(
-        url, pool_size=settings.db_pool_size, max_overflow=settings.db_pool_size, pool_pre_ping=True
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
+        pool_timeout=settings.db_pool_timeout_s,
+        pool_pre_ping=True,
+        connect_args={
+            "server_settings": server_settings,
+            "timeout": settings.db_connect_timeout_s,
+        },
     )
 
 

@@ -1,28 +1,61 @@
-"""One error base class: a status code and a machine-readable `error` string, one handler."""
+"""One error base class: a status code and a machine-readable `error` string, one handler.
+
+Every answer that is not a success has the shape `{"error", "message", "details"?}`: the
+application's errors, FastAPI's validation errors, Starlette's 404/405, a NUL character in the
+path or query string, the database being away (503 with `Retry-After`), and bugs (500).
+"""
 
 from __future__ import annotations
 
+import logging
+import math
+from http import HTTPStatus
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
+import asyncpg
+from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RETRY_AFTER_S = 5
 
 
 class AppError(Exception):
     status_code = 500
     error = "internal_error"
 
-    def __init__(self, message: str = "", *, details: Any = None) -> None:
+    def __init__(
+        self, message: str = "", *, details: Any = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message or self.error)
         self.message = message or self.error.replace("_", " ")
         self.details = details
+        self.retry_after = retry_after  # seconds; sent as a `Retry-After` header
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": self.error, "message": self.message}
         if self.details is not None:
             body["details"] = self.details
         return body
+
+    def headers(self) -> dict[str, str]:
+        headers = {}
+        if self.status_code == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
+        return headers
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status_code, headers=self.headers())
 
 
 class BadRequest(AppError):
@@ -57,20 +90,161 @@ class ValidationFailed(AppError):
     status_code, error = 422, "validation_failed"
 
 
+class RateLimited(AppError):
+    status_code, error = 429, "rate_limited"
+
+
+class Unavailable(AppError):
+    """The database or the bus cannot serve the request now: retry later."""
+
+    status_code, error = 503, "unavailable"
+
+
 def error_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries for the errors an endpoint may raise."""
     return {e.status_code: {"description": e.error} for e in errors}
 
 
+# SQLSTATE classes and codes of a database that cannot serve now (not of a bad request):
+# connection exceptions, insufficient resources (disk full, too many connections), operator
+# intervention (statement timeout, shutdown), system errors, lock_timeout, and
+# idle_in_transaction_session_timeout.
+_UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57", "58", "55P03", "25P03")
+_UNAVAILABLE_ASYNCPG = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.LockNotAvailableError,
+    asyncpg.exceptions.IdleInTransactionSessionTimeoutError,
+)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The database (or the network to it) is away, overloaded or timed out: the request may
+    succeed later. Looks through the chain of causes (SQLAlchemy wraps the driver's errors)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (sa_exc.TimeoutError, OSError, *_UNAVAILABLE_ASYNCPG)):
+            return True  # pool exhausted; connection refused, reset, timed out
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return True
+        sqlstate = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES):
+            return True
+        current = getattr(current, "orig", None) or current.__cause__
+    return False
+
+
+def _http_error(status_code: int) -> str:
+    known = {404: "not_found", 405: "method_not_allowed"}
+    if status_code in known:
+        return known[status_code]
+    try:
+        return HTTPStatus(status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "http_error"
+
+
+def _retry_after(request: Request) -> int:
+    context = getattr(request.app.state, "context", None)
+    settings = getattr(context, "settings", None)
+    return getattr(settings, "unavailable_retry_after_s", DEFAULT_RETRY_AFTER_S)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_middleware(RejectNulCharacters)
+
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-        return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
+        return exc.response()
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         details = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
-        return JSONResponse(
-            ValidationFailed("request is invalid", details=details).body(), status_code=422
+        return ValidationFailed("request is invalid", details=details).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Unknown routes (404), wrong methods (405, with `Allow`), and the like."""
+        if exc.status_code == 404 and exc.detail == HTTPStatus.NOT_FOUND.phrase:
+            message = f"no such route: {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            message = f"method {request.method} not allowed on {request.url.path}"
+        else:
+            message = str(exc.detail)
+        body = {"error": _http_error(exc.status_code), "message": message}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        if not is_unavailable(exc):
+            raise exc  # a bug: the 500 handler below answers it and it is logged
+        logger.warning(
+            "database unavailable",
+            extra={"path": request.url.path, "error": repr(exc)[:500]},
         )
+        error = Unavailable(
+            "the database is unavailable; retry later", retry_after=_retry_after(request)
+        )
+        return error.response()
+
+    # Only these types, not `Exception`: a handler of `Exception` runs after the response and
+    # re-raises. Anything else not unavailable is re-raised to the 500 handler.
+    for error_type in (sa_exc.SQLAlchemyError, OSError, asyncpg.PostgresError):
+        app.add_exception_handler(error_type, _database)
+    app.add_exception_handler(asyncpg.exceptions.InterfaceError, _database)
+
+    @app.exception_handler(KafkaError)
+    async def _bus(request: Request, exc: KafkaError) -> JSONResponse:
+        logger.warning(
+            "bus unavailable", extra={"path": request.url.path, "error": repr(exc)[:500]}
+        )
+        error = Unavailable(
+            "the bus is unavailable; retry later", retry_after=_retry_after(request)
+        )
+        return error.response()
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, exc: ClientDisconnect) -> JSONResponse:
+        # Nobody reads this answer; it only keeps a client that left out of the error log.
+        return JSONResponse(
+            {"error": "client_disconnected", "message": "the client went away"}, status_code=400
+        )
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette logs the exception (re-raised to the server) after this answer is sent.
+        return JSONResponse(
+            {"error": "internal_error", "message": "internal error"}, status_code=500
+        )
+
+
+class RejectNulCharacters:
+    """A NUL character in the path (percent-encoded `%00`) or the query string is a 422 for
+    every route: PostgreSQL text cannot hold it, and no identifier of ours contains it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            where = _nul_in(scope)
+            if where:
+                error = ValidationFailed(
+                    f"the {where} holds a NUL character",
+                    details=[{"loc": [where], "msg": "NUL characters are not allowed"}],
+                )
+                await error.response()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _nul_in(scope: Scope) -> str | None:
+    if "\x00" in scope.get("path", "") or b"%00" in scope.get("raw_path", b"").lower():
+        return "path"
+    query = scope.get("query_string", b"")
+    if b"\x00" in query or b"\x00" in unquote_to_bytes(query):
+        return "query"
+    return None

@@ -1,4 +1,5 @@
-"""JSON log lines: one object per line, with whatever `extra=` the call site gave."""
+"""Logs on stderr: JSON lines (one object per line, with whatever `extra=` the call site gave)
+for machines, or readable lines on a terminal (setting `log_format`: auto, json, text)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import TextIO
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -24,9 +26,39 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+class TextFormatter(logging.Formatter):
+    """`10:00:00.123 WARNING shared.ops: not ready component=database error=...`"""
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = datetime.fromtimestamp(record.created).astimezone()
+        line = (
+            f"{moment:%Y-%m-%d %H:%M:%S}.{moment.microsecond // 1000:03d} "
+            f"{record.levelname:<7} {record.name}: {record.getMessage()}"
+        )
+        extra = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+        if extra:
+            line += " " + " ".join(f"{k}={_text(v)}" for k, v in extra.items())
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _text(value: object) -> str:
+    text = str(value)
+    return json.dumps(text, ensure_ascii=False) if not text or " " in text else text
+
+
+def wants_text(log_format: str, stream: TextIO) -> bool:
+    """auto: readable on a terminal, JSON lines otherwise (a file, a pipe, a log collector)."""
+    if log_format == "auto":
+        return hasattr(stream, "isatty") and stream.isatty()
+    return log_format == "text"
+
+
+def configure_logging(level: str, log_format: str = "auto", stream: TextIO | None = None) -> None:
+    stream = stream or sys.stderr
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(TextFormatter() if wants_text(log_format, stream) else JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

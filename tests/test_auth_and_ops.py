@@ -4,31 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
-from pathlib import Path
 
 import asyncpg
 import pytest
+from pydantic import ValidationError
 
-from shared.auth import hash_key
-from tests.system import ADMIN, ADMIN_KEY, post_created
+from shared.auth import ApiKey, RateLimiter, hash_key
+from shared.errors import RateLimited
+from shared.settings import Settings
+from tests.brokers import free_port
+from tests.system import ADMIN, ADMIN_KEY, CLI, post_created, run_cli
 
-CLI = str(Path(sys.executable).parent / "creator-activity")
-
-
-async def run_cli(database_url: str, *args: str) -> tuple[int, str]:
-    env = {**os.environ, "CREATOR_ACTIVITY_DATABASE_URL": database_url.replace("+asyncpg", "")}
-    process = await asyncio.create_subprocess_exec(
-        CLI, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    output, _ = await process.communicate()
-    return process.returncode, output.decode()
+MONTH = "/v1/creators/c-1/months/2026-11"  # a read endpoint: 404 while c-1 has no activity
 
 
-async def create_key_with_cli(database_url: str, *scopes: str) -> str:
-    args = ["api-keys", "create", "--name", "tester"]
+async def create_key_with_cli(
+    database_url: str, *scopes: str, name: str = "tester", rate_limit: int | None = None
+) -> str:
+    args = ["api-keys", "create", "--name", name]
     for scope in scopes:
         args += ["--scope", scope]
+    if rate_limit is not None:
+        args += ["--rate-limit", str(rate_limit)]
     code, output = await run_cli(database_url, *args)
     assert code == 0, output
     return output.strip().splitlines()[-1]  # the key alone on the last line
@@ -67,6 +64,7 @@ async def test_missing_or_unknown_key_is_401(system, headers):
         response = await system.client.request(method, path, headers=headers, json={})
         assert response.status_code == 401, (path, response.text)
         assert response.json()["error"] == "unauthorized"
+        assert response.headers["www-authenticate"] == "Bearer"
 
 
 async def test_scopes_are_enforced_with_403(system):
@@ -127,3 +125,128 @@ async def test_bad_month_is_422(system):
     response = await system.client.get("/v1/creators/c-1/months/2026-13", headers=ADMIN)
     assert response.status_code == 422
     assert response.json()["error"] == "validation_failed"
+
+
+async def test_api_keys_list_shows_every_key_but_never_a_secret(system):
+    reader = await create_key_with_cli(system.database_url, "read", name="dashboard")
+    writer = await create_key_with_cli(
+        system.database_url, "events:write", name="platform", rate_limit=50
+    )
+    code, output = await run_cli(system.database_url, "api-keys", "revoke", "--name", "dashboard")
+    assert code == 0, output
+
+    code, output = await run_cli(system.database_url, "api-keys", "list")
+    assert code == 0, output
+    lines = output.strip().splitlines()
+    assert lines[0].split() == ["NAME", "SCOPES", "RATE", "LIMIT", "CREATED", "REVOKED"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert set(rows) == {"bootstrap-admin", "dashboard", "platform"}
+    assert rows["bootstrap-admin"][1:3] == ["admin,events:write,read", "-"]
+    assert rows["bootstrap-admin"][-1] == "-"  # not revoked
+    assert rows["dashboard"][1:3] == ["read", "-"]
+    assert rows["dashboard"][-1] != "-"  # revoked: when
+    assert rows["platform"][1:3] == ["events:write", "50/s"]
+    for secret in (reader, writer, ADMIN_KEY, hash_key(reader), hash_key(ADMIN_KEY)):
+        assert secret not in output
+
+
+async def test_revoking_a_name_revokes_every_key_of_it_at_once(system):
+    first = await create_key_with_cli(system.database_url, "admin", name="ci")
+    second = await create_key_with_cli(system.database_url, "read", name="ci")
+    other = await create_key_with_cli(system.database_url, "read", name="other")
+    for key in (first, second, other):
+        response = await system.client.get(MONTH, headers={"Authorization": f"Bearer {key}"})
+        assert response.status_code == 404  # authorised; no activity yet
+
+    code, output = await run_cli(system.database_url, "api-keys", "revoke", "--name", "ci")
+    assert code == 0, output
+    assert "revoked 2 keys named 'ci'" in output
+    for key in (first, second):  # the running server refuses them at once: no cache
+        response = await system.client.get(MONTH, headers={"Authorization": f"Bearer {key}"})
+        assert response.status_code == 401
+        assert response.json()["error"] == "unauthorized"
+    other_auth = {"Authorization": f"Bearer {other}"}
+    assert (await system.client.get(MONTH, headers=other_auth)).status_code == 404
+
+
+async def test_revoking_an_unknown_name_fails(system):
+    code, output = await run_cli(system.database_url, "api-keys", "revoke", "--name", "nobody")
+    assert code == 1
+    assert "no key is named 'nobody'" in output
+
+
+async def test_a_rate_limited_key_gets_429_with_retry_after(system):
+    limited = await create_key_with_cli(system.database_url, "read", name="slow", rate_limit=1)
+    auth = {"Authorization": f"Bearer {limited}"}
+    statuses = [(await system.client.get(MONTH, headers=auth)).status_code for _ in range(2)]
+    assert statuses == [404, 404]  # a burst of 2N
+    response = await system.client.get(MONTH, headers=auth)
+    assert response.status_code == 429
+    assert response.json()["error"] == "rate_limited"
+    assert set(response.json()) == {"error", "message"}
+    assert response.headers["retry-after"] == "1"
+    # a key without a limit is not limited, and the limit is per key
+    for _ in range(20):
+        assert (await system.client.get(MONTH, headers=ADMIN)).status_code == 404
+    await asyncio.sleep(1.1)  # a token a second: one is back
+    assert (await system.client.get(MONTH, headers=auth)).status_code == 404
+
+
+def test_the_token_bucket_refills_at_the_rate_and_bursts_twice_it():
+    now = [100.0]
+    limiter = RateLimiter(clock=lambda: now[0])
+    key = ApiKey(id=1, name="k", rate_limit=5)
+
+    def admitted(n: int) -> int:
+        count = 0
+        for _ in range(n):
+            try:
+                limiter.check(key)
+                count += 1
+            except RateLimited:
+                pass
+        return count
+
+    assert admitted(15) == 10  # burst 2N
+    now[0] += 1.0
+    assert admitted(15) == 5  # N per second
+    now[0] += 60
+    assert admitted(15) == 10  # never more than the burst
+    assert admitted(1) == 0
+    with pytest.raises(RateLimited) as refused:
+        limiter.check(key)
+    assert refused.value.headers()["Retry-After"] == "1"
+    unlimited = ApiKey(id=2, name="u", rate_limit=None)
+    for _ in range(1000):
+        limiter.check(unlimited)
+
+
+def test_a_short_bootstrap_admin_key_is_refused():
+    with pytest.raises(ValidationError, match="at least 32 characters"):
+        Settings(_env_file=None, bootstrap_admin_key="x" * 31)
+    assert Settings(_env_file=None, bootstrap_admin_key="x" * 32).bootstrap_admin_key
+
+
+async def test_serve_refuses_a_short_bootstrap_admin_key_with_one_clear_line(tmp_path):
+    short = "short-admin-key-1234"
+    env = {
+        **os.environ,
+        "CREATOR_ACTIVITY_BOOTSTRAP_ADMIN_KEY": short,
+        "CREATOR_ACTIVITY_DATA_DIR": str(tmp_path),
+    }
+    process = await asyncio.create_subprocess_exec(
+        CLI,
+        "serve",
+        "--port",
+        str(free_port()),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 2
+    message = stderr.decode()
+    assert "CREATOR_ACTIVITY_BOOTSTRAP_ADMIN_KEY" in message
+    assert "at least 32 characters" in message
+    assert "Traceback" not in message
+    assert short not in message  # a refused key is not written to the log

@@ -11,13 +11,17 @@ from services.ingest import http_binding, service
 from shared.errors import (
     BadRequest,
     Conflict,
+    Forbidden,
     PayloadTooLarge,
+    RateLimited,
     Unauthorized,
+    Unavailable,
     UnsupportedMediaType,
     ValidationFailed,
     error_responses,
 )
-from shared.web import ContextDep, EventsWriter, SessionDep
+from shared.events import EventLimits
+from shared.web import ContextDep, EventsWriter, transaction
 
 router = APIRouter(tags=["ingest"])
 
@@ -38,7 +42,15 @@ class Accepted(BaseModel):
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Accepted,
     responses=error_responses(
-        BadRequest, Unauthorized, Conflict, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        Conflict,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        ValidationFailed,
+        RateLimited,
+        Unavailable,
     ),
     openapi_extra={
         "requestBody": {
@@ -52,14 +64,17 @@ class Accepted(BaseModel):
         }
     },
 )
-async def post_events(
-    request: Request, key: EventsWriter, session: SessionDep, context: ContextDep
-) -> Accepted:
+async def post_events(request: Request, key: EventsWriter, context: ContextDep) -> Accepted:
     """Accept one CloudEvent or a batch. Durable once this answers 202."""
     settings = context.settings
+    # The body is read and validated before any pooled connection is taken: a client that
+    # trickles its body holds no connection (the key was checked on a short session of its own).
     raw_events = await http_binding.read_submission(request, settings.max_body_bytes)
-    events = service.validate(raw_events, key.name, settings.max_batch_events)
-    outcomes = await service.accept(session, events)  # committed before the 202 goes out
+    events = service.validate(
+        raw_events, key.name, settings.max_batch_events, EventLimits.of(settings)
+    )
+    async with transaction(context) as session:  # committed before the 202 goes out
+        outcomes = await service.accept(session, events)
     service.count_outcomes(outcomes)
     accepted = sum(o.status == "accepted" for o in outcomes)
     return Accepted(
