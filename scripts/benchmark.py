@@ -94,16 +94,17 @@ def seed_lines() -> tuple[list[str], str]:
 
 def make_events(n: int, prefix: str, lines: list[str], rng: random.Random) -> list[dict]:
     """~30% post.created, ~70% interaction.created on recent posts; ~500 creators with a
-    long-tailed activity; times in November 2026 (+08:00), roughly in arrival order."""
+    long-tailed activity; times spread over the 30 days before now (ingest refuses events more
+    than 24 h ahead), roughly in arrival order."""
     creators = [f"{prefix}-c{i:03d}" for i in range(CREATORS)]
     weights = [1 / (rank + 1) ** 0.8 for rank in range(CREATORS)]
-    start = datetime(2026, 11, 1)
+    start = datetime.now(UTC) - timedelta(days=31)
     offsets = sorted(rng.uniform(0, 30 * 86400) for _ in range(n))
     kinds, kind_weights = zip(*INTERACTION_KINDS, strict=True)
     posts: list[tuple[str, str]] = []  # (creator, post id)
     events = []
     for i, offset in enumerate(offsets):
-        when = (start + timedelta(seconds=offset)).strftime("%Y-%m-%dT%H:%M:%S") + "+08:00"
+        when = (start + timedelta(seconds=offset)).isoformat(timespec="seconds")
         event_id = f"{prefix}-e{i:07d}"
         if not posts or rng.random() < POST_SHARE:
             creator = rng.choices(creators, weights)[0]

@@ -9,6 +9,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,6 +25,7 @@ from services.cli import app
 from shared import db
 from shared.migrate import ROOT
 from shared.settings import Settings
+from tests.system import ADMIN_KEY
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -29,6 +34,7 @@ PREFIX = "CREATOR_ACTIVITY_"
 SERVERS = {"ingest": 8001, "scoring": 8002, "badges": 8003}  # service -> published port
 APP_SERVICES = ["migrate", *SERVERS]
 CONTAINER_PORT = 8000
+ADMIN_KEY_VARIABLE = f"{PREFIX}BOOTSTRAP_ADMIN_KEY"
 
 
 def load_compose() -> dict:
@@ -49,9 +55,37 @@ def environment(service: dict) -> dict[str, str]:
     return {str(k): str(v) for k, v in env.items()}
 
 
-def interpolate(value: str) -> str:
-    """Compose's `${NAME:-default}` / `${NAME-default}` / `${NAME}`, with an empty environment."""
-    return re.sub(r"\$\{(\w+)(?::?-([^}]*))?\}", lambda m: m.group(2) or "", value)
+class MissingVariable(Exception):
+    """`${NAME:?message}` or `${NAME?message}` with NAME not set (or empty, for `:?`)."""
+
+
+_VARIABLE = re.compile(r"\$(?:(\$)|\{(\w+)(?:(:?[-?+])([^}]*))?\}|(\w+))")
+
+
+def interpolate(value: str, env: Mapping[str, str] | None = None) -> str:
+    """Compose's interpolation against `env` (default: an empty environment): `$$`, `$NAME`,
+    `${NAME}`, and `${NAME<op>word}` with op `:-`/`-` (default), `:?`/`?` (required, the word
+    is the error) and `:+`/`+` (alternative); with the colon, an empty value counts as unset."""
+    env = {} if env is None else env
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(1):
+            return "$"
+        name = match.group(2) or match.group(5)
+        op, word = match.group(3), match.group(4) or ""
+        current = env.get(name)
+        if op is None:
+            return current or ""
+        present = bool(current) if op.startswith(":") else current is not None
+        if op.endswith("-"):
+            return current if present else word
+        if op.endswith("?"):
+            if not present:
+                raise MissingVariable(f"required variable {name} is missing a value: {word}")
+            return current
+        return word if present else ""
+
+    return _VARIABLE.sub(replace, value)
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -87,9 +121,56 @@ def test_compose_file_has_every_service() -> None:
     assert set(services()) >= {"postgres", "kafka", *APP_SERVICES}
 
 
-def test_app_services_build_this_repository() -> None:
+def test_compose_file_follows_the_compose_specification() -> None:
+    """The official compose-spec JSON schema, bundled with check-jsonschema (no network)."""
+    result = check_compose_schema(COMPOSE_FILE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_schema_check_does_catch_a_broken_file(tmp_path) -> None:
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text("services:\n  app:\n    image: x\n    pull_policy: sometimes\n")
+    assert check_compose_schema(broken).returncode != 0
+
+
+def check_compose_schema(path: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec"]
+    return subprocess.run(
+        [*command, str(path)], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_the_app_image_is_built_once_for_every_app_service() -> None:
+    builders = [name for name in APP_SERVICES if "build" in services()[name]]
+    assert builders == ["migrate"], "one service builds the image, the others run it"
+    assert services()["migrate"]["build"] == "."
+    images = {services()[name].get("image") for name in APP_SERVICES}
+    assert len(images) == 1 and None not in images, images
     for name in APP_SERVICES:
-        assert services()[name].get("build") == ".", name
+        # a local name: never looked up in a registry (compose still builds it when missing)
+        assert services()[name].get("pull_policy") == "never", name
+    for name in SERVERS:  # so the builder is part of every `up` of a server
+        assert "migrate" in services()[name]["depends_on"], name
+
+
+def test_no_admin_key_ships_with_the_compose_file() -> None:
+    for name in APP_SERVICES:
+        value = environment(services()[name])[ADMIN_KEY_VARIABLE]
+        for env in ({}, {ADMIN_KEY_VARIABLE: ""}):
+            with pytest.raises(MissingVariable, match=f"{ADMIN_KEY_VARIABLE}.*32 characters"):
+                interpolate(value, env)
+        assert interpolate(value, {ADMIN_KEY_VARIABLE: ADMIN_KEY}) == ADMIN_KEY
+
+
+def test_interpolation_follows_compose() -> None:
+    env = {"SET": "v", "EMPTY": ""}
+    assert interpolate("$$SET ${SET} $SET ${UNSET}", env) == "$SET v v "
+    assert [interpolate(f"${{{n}:-d}}", env) for n in ("SET", "EMPTY", "UNSET")] == ["v", "d", "d"]
+    assert [interpolate(f"${{{n}-d}}", env) for n in ("SET", "EMPTY", "UNSET")] == ["v", "", "d"]
+    assert [interpolate(f"${{{n}:+a}}", env) for n in ("SET", "EMPTY", "UNSET")] == ["a", "", ""]
+    assert interpolate("${EMPTY?e}", env) == ""
+    with pytest.raises(MissingVariable, match="UNSET is missing a value: say so"):
+        interpolate("${UNSET?say so}", env)
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
@@ -133,7 +214,8 @@ def test_app_environment_makes_valid_settings(name: str, monkeypatch) -> None:
     for key in list(os.environ):
         if key.startswith(PREFIX):
             monkeypatch.delenv(key)
-    env = {key: interpolate(value) for key, value in environment(services()[name]).items()}
+    shell = {ADMIN_KEY_VARIABLE: ADMIN_KEY}  # required from the environment (or .env)
+    env = {key: interpolate(value, shell) for key, value in environment(services()[name]).items()}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = Settings()
@@ -150,7 +232,7 @@ def test_app_environment_makes_valid_settings(name: str, monkeypatch) -> None:
     assert settings.kafka_bootstrap, f"{name}: without Kafka it would use the embedded event log"
     assert [s.strip().split(":")[0] for s in settings.kafka_bootstrap.split(",")] == ["kafka"]
     assert settings.kafka_enable_idempotence is True
-    assert settings.bootstrap_admin_key
+    assert settings.bootstrap_admin_key == ADMIN_KEY
 
 
 def test_kafka_bootstrap_is_the_advertised_listener() -> None:
@@ -174,6 +256,19 @@ def test_migration_is_a_one_shot_job_after_postgres() -> None:
     migrate = services()["migrate"]
     assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert migrate.get("restart") == "no"  # the string: a bare `no` would be YAML false
+
+
+def test_postgres_health_check_asks_over_tcp() -> None:
+    """During the image's first-start initialisation PostgreSQL answers on its Unix socket only
+    (and is then restarted): only a TCP check says that it really serves."""
+    test = services()["postgres"]["healthcheck"]["test"]
+    argv = shlex.split(test[1]) if test[0] == "CMD-SHELL" else list(test[1:])
+    assert argv[0] == "pg_isready"
+    host = argv[argv.index("-h") + 1] if "-h" in argv else None
+    assert host == "127.0.0.1", argv
+    postgres = environment(services()["postgres"])
+    assert argv[argv.index("-U") + 1] == postgres["POSTGRES_USER"]
+    assert argv[argv.index("-d") + 1] == postgres["POSTGRES_DB"]
 
 
 def test_infrastructure_has_health_checks() -> None:

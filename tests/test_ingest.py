@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -144,7 +144,12 @@ async def test_id_reused_with_other_content_is_409_and_nothing_is_accepted(syste
     assert response.status_code == 409
     assert response.json()["error"] == "conflict"
     assert response.json()["details"] == [
-        {"index": 1, "id": "evt-1", "msg": "id already used with different content"}
+        {
+            "index": 1,
+            "id": "evt-1",
+            "source": "square",
+            "msg": "source and id already used with different content",
+        }
     ]
     assert await stored_ids(system) == ["evt-1"]  # evt-2 was rolled back with the batch
 
@@ -166,6 +171,10 @@ async def test_the_same_event_sent_concurrently_is_stored_once(system):
     statuses = sorted(r.json()["events"][0]["status"] for r in responses)
     assert statuses == ["accepted"] + ["duplicate"] * 11
     assert await stored_ids(system) == ["evt-race"]
+
+
+def _hours_from_now(hours: float) -> str:
+    return (datetime.now(UTC) + timedelta(hours=hours)).isoformat()
 
 
 def _without(event: dict, *path: str) -> dict:
@@ -210,6 +219,34 @@ INVALID = [
         lambda e: {**e, "data": _without(dict(e["data"]), "creator_id")},
         ["data", "creator_id"],
     ),
+    # issue 5: each of these was a 500, a dropped connection or a 202
+    ("NUL in id", lambda e: {**e, "id": "evt\x00"}, ["id"]),
+    ("NUL in subject", lambda e: {**e, "subject": "p\x00"}, ["subject"]),
+    ("NUL in source", lambda e: {**e, "source": "sq\x00"}, ["source"]),
+    ("NUL in an extension value", lambda e: {**e, "traceparent": "00\x00"}, ["traceparent"]),
+    ("NUL in an extension name", lambda e: {**e, "trace\x00": "00"}, ["trace\x00"]),
+    (
+        "NUL in data.creator_id",
+        lambda e: {**e, "data": {**e["data"], "creator_id": "c\x00"}},
+        ["data", "creator_id"],
+    ),
+    (
+        "NUL in data.text",
+        lambda e: {**e, "data": {**e["data"], "text": "hello\x00world"}},
+        ["data", "text"],
+    ),
+    ("time in year 1 at +14:00", lambda e: {**e, "time": "0001-01-01T00:00:00+14:00"}, ["time"]),
+    ("time before 2000", lambda e: {**e, "time": "1999-12-31T23:59:59Z"}, ["time"]),
+    ("time in year 9999", lambda e: {**e, "time": "9999-12-31T23:00:00Z"}, ["time"]),
+    ("time over 24 h ahead", lambda e: {**e, "time": _hours_from_now(25)}, ["time"]),
+    ("extension name ending in a newline", lambda e: {**e, "abc\n": "x"}, ["abc\n"]),
+    ("extension integer beyond 64 bits", lambda e: {**e, "big": 2**63}, ["big"]),
+    (
+        "datacontenttype ending in a newline",
+        lambda e: {**e, "datacontenttype": "application/json\n"},
+        ["datacontenttype"],
+    ),
+    ("1.2 MB extension", lambda e: {**e, "big": "x" * 1_200_000}, []),
 ]
 
 
@@ -324,3 +361,97 @@ class TestBodyLimit:
             "/v1/events", content=chunks(), headers={**ADMIN, "Content-Type": "application/json"}
         )
         assert response.status_code == 413
+
+
+async def test_an_event_up_to_24_hours_ahead_is_accepted(system):
+    response = await system.post_events(post_created(time=_hours_from_now(23.9)))
+    assert response.status_code == 202, response.text
+
+
+async def test_an_event_over_the_size_limit_is_named_by_its_index(system):
+    big = post_created(big="x" * 1_200_000)  # was a 202, then stalled the Kafka relay
+    response = await system.post_events([post_created(), post_created(), big])
+    assert response.status_code == 422, response.text
+    [detail] = response.json()["details"]
+    assert (detail["index"], detail["loc"]) == (2, [])
+    assert "524288" in detail["msg"]
+    assert await stored_ids(system) == []
+
+
+class TestEventLimitsFromSettings:
+    @pytest.fixture
+    def settings_overrides(self):
+        return {
+            "max_event_bytes": 2048,
+            "event_time_min": "2026-11-01T00:00:00+08:00",
+            "event_time_max_ahead_hours": 0,
+        }
+
+    async def test_the_size_limit_is_a_setting(self, system):
+        assert (await system.post_events(post_created(pad="x" * 1200))).status_code == 202
+        response = await system.post_events(post_created(pad="x" * 2048))
+        assert response.status_code == 422
+        assert response.json()["details"][0]["loc"] == []
+
+    async def test_the_time_bounds_are_settings(self, system):
+        early = post_created(time="2026-10-31T23:59:59+08:00")
+        ahead = post_created(time=_hours_from_now(0.1))
+        response = await system.post_events([post_created(), early, ahead])
+        assert response.status_code == 422
+        assert [(d["index"], d["loc"]) for d in response.json()["details"]] == [
+            (1, ["time"]),
+            (2, ["time"]),
+        ]
+        assert await stored_ids(system) == []
+        assert (await system.post_events(post_created(time=_hours_from_now(-0.1)))).is_success
+
+
+BINARY_HEADERS = {
+    "ce-id": "bin-1",
+    "ce-type": "post.deleted",
+    "ce-source": "square",
+    "ce-specversion": "1.0",
+    "ce-time": "2026-11-03T10:00:00Z",
+    "content-type": "application/json",
+}
+BINARY_BODY = orjson.dumps({"creator_id": "c-1", "post_id": "p-1"})
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "loc"),
+    [
+        ("ce-subject", "p%00", ["subject"]),
+        ("ce-id", "%00", ["id"]),
+        ("ce-source", "sq%00uare", ["source"]),
+        ("ce-traceparent", "00%00", ["traceparent"]),
+        ("ce-id", "%FF", ["id"]),  # not UTF-8
+        ("ce-subject", "%ED%A0%80", ["subject"]),  # an encoded surrogate: not UTF-8 either
+        ("ce-time", "9999-12-31T23:00:00Z", ["time"]),
+        ("ce-time", "0001-01-01T00:00:00+14:00", ["time"]),
+    ],
+)
+async def test_binary_mode_attributes_follow_the_same_rules(system, header, value, loc):
+    headers = {**ADMIN, **BINARY_HEADERS, header: value}
+    response = await system.client.post("/v1/events", content=BINARY_BODY, headers=headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "validation_failed"
+    assert {"index": 0, "loc": loc} in [
+        {"index": d["index"], "loc": d["loc"]} for d in response.json()["details"]
+    ]
+    assert await stored_ids(system) == []
+
+
+async def test_binary_mode_attribute_sent_twice_is_422(system):
+    headers = [*ADMIN.items(), *BINARY_HEADERS.items(), ("ce-id", "bin-2")]
+    response = await system.client.post("/v1/events", content=BINARY_BODY, headers=headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["details"][0]["loc"] == ["id"]
+    assert await stored_ids(system) == []
+
+
+async def test_binary_mode_header_in_raw_utf_8_is_read_as_utf_8(system):
+    headers = {**ADMIN, **BINARY_HEADERS, "ce-source": "广场".encode()}
+    response = await system.client.post("/v1/events", content=BINARY_BODY, headers=headers)
+    assert response.status_code == 202, response.text
+    [row] = await system.sql("SELECT source FROM events")
+    assert row["source"] == "广场"

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 import orjson
 from fastapi import Request
 
-from shared.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from shared.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from shared.events import JSON_CONTENT_TYPE
 
 JSON = "application/json"
@@ -22,7 +22,7 @@ async def read_submission(request: Request, max_bytes: int) -> list[Any]:
     binary_mode = "ce-id" in request.headers and media_type not in (STRUCTURED, BATCH)
     if binary_mode:
         # SDKs leave Content-Type out when the event has no datacontenttype: data is JSON here.
-        if media_type and not JSON_CONTENT_TYPE.match(media_type):
+        if media_type and not JSON_CONTENT_TYPE.fullmatch(media_type):
             raise UnsupportedMediaType("binary-mode data must be JSON")
     elif media_type not in (JSON, STRUCTURED, BATCH):
         raise UnsupportedMediaType(f"content type must be one of {JSON}, {STRUCTURED}, {BATCH}")
@@ -57,14 +57,38 @@ async def _read_body(request: Request, max_bytes: int) -> bytes:
 
 
 def _from_binary_mode(request: Request, data: Any) -> dict[str, Any]:
-    """Binary mode: the attributes are `ce-*` headers (percent-encoded), the body is `data`.
+    """Binary mode: the attributes are `ce-*` headers (percent-encoded UTF-8), the body is `data`.
 
     Content-Type is not kept as datacontenttype: data is JSON either way, and a structured
-    retry of the same event then has the same content."""
-    event: dict[str, Any] = {
-        name[3:]: unquote(value)
-        for name, value in request.headers.items()
-        if name.startswith("ce-") and len(name) > 3
-    }
+    retry of the same event then has the same content. The attributes are then validated like
+    any structured event's (a NUL, `%00`, is refused there)."""
+    event: dict[str, Any] = {}
+    problems = []
+    for name, value in request.headers.items():
+        if not name.startswith("ce-") or len(name) <= 3:
+            continue
+        attribute = name[3:]
+        decoded = _header_value(value)
+        if attribute in event:
+            problems.append({"index": 0, "loc": [attribute], "msg": f"{name} sent twice"})
+        elif decoded is None:
+            problems.append(
+                {"index": 0, "loc": [attribute], "msg": f"{name} is not percent-encoded UTF-8"}
+            )
+        else:
+            event[attribute] = decoded
+    if problems:
+        raise ValidationFailed("invalid binary-mode attributes", details=problems)
     event["data"] = data
     return event
+
+
+def _header_value(value: str) -> str | None:
+    """A `ce-*` header value, percent-decoded as UTF-8 (None when it is not UTF-8).
+
+    The server hands header bytes over as Latin-1; back to bytes, so that UTF-8 sent raw
+    (not percent-encoded) still decodes to what the client meant."""
+    try:
+        return unquote_to_bytes(value.encode("latin-1")).decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return None
