@@ -94,7 +94,23 @@ DATA_MODELS: dict[str, type[_Data]] = {
     "interaction.deleted": InteractionDeleted,
     "creator.followers_changed": FollowersChanged,
 }
-EVENT_TYPES = tuple(DATA_MODELS)
+EVENT_TYPES = tuple(DATA_MODELS)  # what the platform may send to POST /v1/events
+
+
+class CreatorCertified(_Data):
+    """An operator approved the creator's application (appended by the badges service)."""
+
+    creator_id: Identifier
+    certified_at: AwareDatetime
+    application_id: Identifier
+    display_name: Annotated[str, Field(max_length=64)] | None = None
+
+
+# Events the services append to the log themselves; ingest refuses them from outside.
+INTERNAL_DATA_MODELS: dict[str, type[_Data]] = {
+    "creator.certified": CreatorCertified,
+}
+INTERNAL_SOURCE = "creator-activity"  # the `source` of the events the services append
 
 # CloudEvents context attributes we accept besides id/type/time/source/data.
 OPTIONAL_ATTRIBUTES = ("specversion", "datacontenttype", "dataschema", "subject")
@@ -110,6 +126,13 @@ RFC3339 = re.compile(
 # No string anywhere in an event may hold a NUL (PostgreSQL text and jsonb refuse it) or a lone
 # surrogate (not Unicode: it cannot be encoded as UTF-8).
 FORBIDDEN_CHARACTERS = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def storable(value: str) -> str:
+    """A validator: PostgreSQL text and jsonb refuse NUL and lone surrogates; a 422 instead."""
+    if FORBIDDEN_CHARACTERS.search(value):
+        raise ValueError("must not contain a NUL character or a lone surrogate")
+    return value
 MAX_ERRORS_PER_EVENT = 50
 
 
@@ -419,4 +442,4 @@ class BusEvent:
         )
 
     def typed_data(self) -> _Data:
-        return DATA_MODELS[self.type].model_validate(self.data)
+        return (DATA_MODELS | INTERNAL_DATA_MODELS)[self.type].model_validate(self.data)
