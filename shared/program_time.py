@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import re
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -15,3 +16,17 @@ def month_of(moment: datetime, zone: ZoneInfo) -> str:
         raise ValueError("naive datetime: times must be zone-aware")
     return moment.astimezone(zone).strftime("%Y-%m")
 
+
+
+def add_calendar_month(moment: datetime, zone: ZoneInfo) -> datetime:
+    """The same wall-clock time one calendar month later in the program zone, the day clamped
+    to the month's end (31 March 00:30 -> 30 April 00:30)."""
+    local = moment.astimezone(zone)
+    year, month = (local.year + 1, 1) if local.month == 12 else (local.year, local.month + 1)
+    day = min(local.day, calendar.monthrange(year, month)[1])
+    return local.replace(year=year, month=month, day=day)
+
+
+def current_month(zone: ZoneInfo, now: datetime | None = None) -> str:
+    """The running program month ("now" is the server's clock in the program zone)."""
+    return month_of(now or datetime.now(zone), zone)

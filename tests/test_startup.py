@@ -11,7 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
-from shared.migrate import upgrade
+from shared.migrate import head_revision, upgrade
 from tests.brokers import free_port
 from tests.system import ADMIN, ADMIN_KEY, CLI, run_cli, wait_until_ready
 
@@ -50,7 +50,7 @@ async def test_a_schema_behind_stops_the_process_with_one_line(empty_database, c
     code, output = await run_cli(empty_database, *command)
     assert code == 1
     assert output.strip().splitlines() == [
-        "error: the database schema is at 0001, this release needs 0002: "
+        f"error: the database schema is at 0001, this release needs {head_revision()}: "
         "run `creator-activity migrate`"
     ]
 
