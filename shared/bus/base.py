@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.events import BusEvent
+
+if TYPE_CHECKING:
+    from shared.bus.relay import Outbox
 
 # A consumer group's rules: apply these events inside the session's transaction (flush only).
 Handler = Callable[[AsyncSession, Sequence[BusEvent]], Awaitable[None]]
@@ -34,6 +37,10 @@ class Bus(Protocol):
 
     async def relay(self) -> None:
         """Move accepted events from the log to the broker, until stopped (no-op if embedded)."""
+
+    async def relay_outbox(self, outbox: Outbox) -> None:
+        """Publish an outbox (shared/bus/relay.py) to its topic, at least once and in order,
+        until stopped. Embedded: returns at once (there is no topic; readers poll the table)."""
 
     async def lag(self, groups: tuple[str, ...]) -> dict[str, int]:
         """Accepted events not yet applied, per group; 0 = all caught up."""

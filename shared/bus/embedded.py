@@ -15,6 +15,7 @@ from shared.bus import log as event_log
 from shared.bus import positions
 from shared.bus.base import Handler
 from shared.bus.processor import BatchProcessor, sleep_unless_stopped
+from shared.bus.relay import Outbox
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,9 @@ class EmbeddedBus:
 
     async def relay(self) -> None:
         return None
+
+    async def relay_outbox(self, outbox: Outbox) -> None:
+        return None  # no topic: the outbox's readers poll its table (e.g. the rewards feed)
 
     async def lag(self, groups: tuple[str, ...]) -> dict[str, int]:
         async with self.sessionmaker() as session:

@@ -1,4 +1,5 @@
-"""The Kafka bus: an outbox relay publishes the event log to a topic; consumer groups read it.
+"""The Kafka bus: outbox relays publish the event log (and the rewards) to topics; consumer
+groups read the events topic.
 
 Delivery is at least once (the relay may publish an event again after a crash; a partition may
 be redelivered after a rebalance). Each group marks the events it applied in the same
@@ -28,7 +29,6 @@ from aiokafka.errors import (
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.bus import dead_letters, positions, relay
-from shared.bus import log as event_log
 from shared.bus.base import Handler
 from shared.bus.processor import (
     EVENTS_PARKED,
@@ -36,12 +36,11 @@ from shared.bus.processor import (
     is_transient,
     sleep_unless_stopped,
 )
+from shared.bus.relay import EventLogOutbox, Outbox, OutboxMessage
 from shared.events import BusEvent
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-RELAY = "relay"  # the name the relay's dead letters are kept under
 
 # The broker will never take this event, however often it is sent.
 REFUSED_FOR_GOOD = (
@@ -144,77 +143,82 @@ class KafkaBus:
                 self._producer = producer
             return self._producer
 
-    # --- the outbox relay ---------------------------------------------------------------------
+    # --- the outbox relays ---------------------------------------------------------------------
 
     async def relay(self) -> None:
-        """Publish the event log in order, keyed by creator so a creator's events stay in order.
+        """Publish the event log in order, keyed by creator so a creator's events stay in order."""
+        await self.relay_outbox(EventLogOutbox(self.topic))
+
+    async def relay_outbox(self, outbox: Outbox) -> None:
+        """Publish an outbox to its topic in order, until stopped.
 
         The relay's position row is locked while a batch is published, so two relays never
-        publish the same events at once; the position moves only after the broker acked.
+        publish the same messages at once; the position moves only after the broker acked.
         """
         poll = self.settings.consumer_poll_interval_ms / 1000
         delay = self.settings.consumer_retry_initial_ms / 1000
-        logger.info("relay started", extra={"topic": self.topic})
+        logger.info("relay started", extra={"topic": outbox.topic})
         while not self.stopping.is_set():
             try:
-                published = await self._relay_batch()
+                published = await self._relay_batch(outbox)
                 delay = self.settings.consumer_retry_initial_ms / 1000
             except Exception as exc:
                 if not (is_transient(exc) or isinstance(exc, KafkaError)):
                     raise
                 logger.warning(
-                    "relay failed, retrying", extra={"error": repr(exc), "retry_in_s": delay}
+                    "relay failed, retrying",
+                    extra={"topic": outbox.topic, "error": repr(exc), "retry_in_s": delay},
                 )
                 await sleep_unless_stopped(self.stopping, delay)
                 delay = min(delay * 2, self.settings.consumer_retry_max_ms / 1000)
                 continue
             if not published:
                 await sleep_unless_stopped(self.stopping, poll)
-        logger.info("relay stopped")
+        logger.info("relay stopped", extra={"topic": outbox.topic})
 
-    async def _relay_batch(self) -> int:
+    async def _relay_batch(self, outbox: Outbox) -> int:
         producer = await self.producer()
         async with self.sessionmaker() as session, session.begin():
-            position = await relay.claim(session, self.topic)
+            position = await relay.claim(session, outbox.topic, await outbox.start(session))
             if position is None:  # another relay is publishing
                 return 0
-            events = await event_log.read_after(session, position, self.settings.relay_batch_size)
-            if not events:
+            messages = await outbox.read(session, position, self.settings.relay_batch_size)
+            if not messages:
                 return 0
-            results = await self._publish(producer, events)
-            for event, result in zip(events, results, strict=True):
+            results = await self._publish(producer, outbox.topic, messages)
+            for message, result in zip(messages, results, strict=True):
                 if isinstance(result, REFUSED_FOR_GOOD):
-                    # Parked for the record; the consumer groups apply it from the log.
+                    # Parked for the record (the event log's groups apply it from the log).
                     logger.error(
-                        "the broker refuses this event for good; parked, groups take it "
-                        "from the log",
-                        extra={"seq": event.seq, "event_id": event.id, "error": repr(result)},
+                        "the broker refuses this message for good; parked",
+                        extra={
+                            "topic": outbox.topic,
+                            "position": message.position,
+                            "message_id": message.id,
+                            "error": repr(result),
+                        },
                     )
-                    await dead_letters.park(session, RELAY, event, 1, repr(result))
-                    EVENTS_PARKED.labels(RELAY).inc()
+                    await outbox.park(session, message, repr(result))
+                    EVENTS_PARKED.labels(outbox.dead_letter_group).inc()
                 elif isinstance(result, BaseException):
-                    raise result  # transient: the whole batch again, duplicates are skipped
-            await relay.move(session, self.topic, events[-1].seq)
-        return len(events)
+                    raise result  # transient: the whole batch again, readers dedupe
+            await relay.move(session, outbox.topic, messages[-1].position)
+        return len(messages)
 
     async def _publish(
-        self, producer: AIOKafkaProducer, events: list[BusEvent]
+        self, producer: AIOKafkaProducer, topic: str, messages: list[OutboxMessage]
     ) -> list[BaseException | None]:
-        """Send in log order (a partition keeps it), then wait for every ack; the outcome of
-        each event, None when the broker has it."""
+        """Send in outbox order (a partition keeps it), then wait for every ack; the outcome
+        of each message, None when the broker has it."""
         pending: list[asyncio.Future | BaseException] = []
-        for event in events:
+        for message in messages:
             try:
-                pending.append(
-                    await producer.send(self.topic, event.to_json(), key=event.creator_id.encode())
-                )
+                pending.append(await producer.send(topic, message.value, key=message.key))
             except REFUSED_FOR_GOOD as exc:  # e.g. over max_request_size: refused before sending
                 pending.append(exc)
         futures = [p for p in pending if isinstance(p, asyncio.Future)]
         acks = iter(await asyncio.gather(*futures, return_exceptions=True))
-        return [
-            p if isinstance(p, BaseException) else _failure(next(acks)) for p in pending
-        ]
+        return [p if isinstance(p, BaseException) else _failure(next(acks)) for p in pending]
 
     # --- consumer groups ----------------------------------------------------------------------
 
