@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter, FastAPI
 
+from services.badges import applications_api, program_api, rewards, rewards_api
 from services.badges import consumer as badges_consumer
 from services.ingest.router import router as ingest_router
 from services.scoring import consumer as scoring_consumer
@@ -20,6 +21,7 @@ from shared.auth import Scope, ensure_key
 from shared.bus import create_bus
 from shared.bus.base import Handler
 from shared.bus.processor import sleep_unless_stopped
+from shared.bus.relay import Outbox
 from shared.errors import install_error_handlers
 from shared.migrate import prepare_database
 from shared.settings import Settings
@@ -32,7 +34,9 @@ logger = logging.getLogger(__name__)
 class Service:
     routers: tuple[APIRouter, ...]
     consumers: tuple[tuple[str, Callable[[Settings], Handler]], ...] = ()
-    relays_events: bool = False  # the outbox relay runs where events are accepted
+    relays_events: bool = False  # the event log's relay runs where events are accepted
+    # Other outboxes the service writes, each published to its topic by a relay of its own.
+    outboxes: tuple[Callable[[Settings], Outbox], ...] = ()
 
 
 SERVICES: dict[str, Service] = {
@@ -42,7 +46,9 @@ SERVICES: dict[str, Service] = {
         consumers=((scoring_consumer.GROUP, scoring_consumer.make_handler),),
     ),
     "badges": Service(
-        routers=(), consumers=((badges_consumer.GROUP, badges_consumer.make_handler),)
+        routers=(applications_api.router, rewards_api.router, program_api.router),
+        consumers=((badges_consumer.GROUP, badges_consumer.make_handler),),
+        outboxes=(rewards.outbox,),
     ),
 }
 ALL = tuple(SERVICES)
@@ -95,6 +101,9 @@ class Runtime:
                 self._spawn(f"consumer:{group}", lambda g=group, h=handler: bus.consume(g, h))
             if service.relays_events:
                 self._spawn("relay", bus.relay)
+            for make_outbox in service.outboxes:
+                outbox = make_outbox(self.settings)
+                self._spawn(f"relay:{outbox.topic}", lambda o=outbox: bus.relay_outbox(o))
 
     async def stop_workers(self) -> None:
         """Each worker finishes the batch in hand; nothing is lost, nothing half-applied."""
