@@ -89,8 +89,14 @@ def is_image_post(text: str, image_count: int) -> bool:
     return image_count >= 1 and is_long_enough(text, 1)
 
 
+def strip_urls(text: str) -> str:
+    """`text` after NFC normalisation with every URL (the three forms above) replaced by a
+    space: what the character count and near-duplicate detection look at."""
+    return _URL.sub(" ", unicodedata.normalize("NFC", text))
+
+
 def _visible_clusters(text: str) -> Iterator[str]:
-    without_urls = _URL.sub(" ", unicodedata.normalize("NFC", text))
+    without_urls = strip_urls(text)
     for match in _GRAPHEME_CLUSTER.finditer(without_urls):
         if _VISIBLE.search(match.group()):
             yield match.group()

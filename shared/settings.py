@@ -159,7 +159,24 @@ class Settings(BaseSettings):
     featured_post_bonus: Decimal = Decimal("10.00")
     recommendations_size: int = 20
     # definitions
-    near_duplicate_threshold: float = Field(default=0.8, ge=0, le=1)
+    near_duplicate_threshold: float = Field(
+        default=0.7, gt=0, le=1, description="estimated Jaccard similarity of a near-duplicate"
+    )
+    near_duplicate_min_chars: int = Field(
+        default=50, ge=1, description="shorter texts (image captions) are not compared"
+    )
+    near_duplicate_shingle_size: int = Field(
+        default=2, ge=1, le=10, description="characters per shingle of near-duplicate detection"
+    )
+    near_duplicate_permutations: int = Field(
+        default=128, ge=16, le=1024, description="MinHash permutations of a post's signature"
+    )
+    near_duplicate_recall_weight: float = Field(
+        default=0.9,
+        gt=0,
+        lt=1,
+        description="weight of missed candidates against extra ones when the LSH bands are chosen",
+    )
     interaction_weight_like: int = 1
     interaction_weight_comment: int = 2
     interaction_weight_share: int = 3
@@ -168,6 +185,9 @@ class Settings(BaseSettings):
         default=10, description="weighted interactions one actor may give one creator per day"
     )
     settlement_grace_hours: int = 48
+    settlement_event_creators: int = Field(
+        default=1000, ge=1, description="creators per month.settled event (its parts)"
+    )
 
     @field_validator("event_time_min", mode="before")
     @classmethod
