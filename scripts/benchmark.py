@@ -492,10 +492,10 @@ async def _check_database(result: BusResult, url: str, events: list[dict]) -> No
         found = {
             "events stored": await connection.fetchval("SELECT count(*) FROM events"),
             "scoring posts": await connection.fetchval(
-                "SELECT coalesce(sum(posts), 0) FROM scoring_creator_month_activity"
+                "SELECT count(*) FROM scoring_posts WHERE kind IS NOT NULL"
             ),
             "scoring interactions": await connection.fetchval(
-                "SELECT coalesce(sum(interactions), 0) FROM scoring_creator_month_activity"
+                "SELECT count(*) FROM scoring_interactions"
             ),
             "badges posts": await connection.fetchval(
                 "SELECT coalesce(sum(posts), 0) FROM badges_creator_posts"

@@ -12,6 +12,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from services.runtime import ALL, CONSUMER_GROUPS, CONSUMERS, Runtime
+from services.scoring import months
 from shared import db
 from shared.auth import Scope, create_key, list_keys, revoke_keys
 from shared.bus import dead_letters
@@ -19,6 +20,7 @@ from shared.bus import log as event_log
 from shared.bus.processor import BatchProcessor
 from shared.logs import configure_logging
 from shared.migrate import SchemaBehind, prepare_database, upgrade
+from shared.program_time import MONTH
 from shared.settings import Settings
 
 app = typer.Typer(
@@ -233,6 +235,28 @@ def replay(group: GroupOption) -> None:
 
     applied = asyncio.run(_with_sessionmaker(settings, catch_up))
     typer.echo(f"{group}: {applied} events applied from the log")
+
+
+@app.command()
+def rescore(
+    month: Annotated[str | None, typer.Option(help="only this month, YYYY-MM")] = None,
+) -> None:
+    """Rebuild the provisional creator-months from the facts (after a rule change).
+
+    Settled months are never recomputed."""
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if month is not None and not MONTH.match(month):
+        raise typer.BadParameter(f"{month!r}: a month is YYYY-MM")
+
+    async def rebuild(sessionmaker):
+        async with sessionmaker() as session, session.begin():
+            pairs = await months.provisional_creator_months(session, month)
+            await months.recompute(session, settings, pairs)
+            return len(pairs)
+
+    count = asyncio.run(_with_sessionmaker(settings, rebuild))
+    typer.echo(f"{count} creator-months rebuilt from the facts")
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
@@ -106,10 +107,32 @@ class CreatorCertified(_Data):
     display_name: Annotated[str, Field(max_length=64)] | None = None
 
 
+class SettledCreator(_Data):
+    creator_id: Identifier
+    active: bool  # ≥ the monthly minimum of original quality posts, certified before month end
+    payout: Annotated[Decimal, Field(ge=0, decimal_places=2)]  # USDT, "0.00" when not eligible
+
+
+class MonthSettled(_Data):
+    """Scoring settled a month (appended by the scoring service). A month's settlement is one
+    or more parts, each listing some of the month's certified creators with activity, so that
+    no part is too large for the bus; every part carries the same month, pool and settled_at."""
+
+    month: Annotated[str, Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
+    part: Annotated[int, Field(ge=1)]
+    parts: Annotated[int, Field(ge=1)]
+    pool: Annotated[Decimal, Field(ge=0, decimal_places=2)]
+    settled_at: AwareDatetime
+    creators: list[SettledCreator]
+
+
 # Events the services append to the log themselves; ingest refuses them from outside.
 INTERNAL_DATA_MODELS: dict[str, type[_Data]] = {
     "creator.certified": CreatorCertified,
+    "month.settled": MonthSettled,
 }
+# The `creator_id` of events about the whole program (their partition key on Kafka).
+PROGRAM_SUBJECT = "program"
 INTERNAL_SOURCE = "creator-activity"  # the `source` of the events the services append
 
 # CloudEvents context attributes we accept besides id/type/time/source/data.

@@ -19,10 +19,12 @@ pytestmark = pytest.mark.usefixtures("bus")
 
 
 async def posts_counted(system, creator_id: str) -> int:
+    """Posts of the creator scoring has applied (its facts)."""
     rows = await system.sql(
-        "SELECT posts FROM scoring_creator_month_activity WHERE creator_id = $1", creator_id
+        "SELECT count(*) AS n FROM scoring_posts WHERE creator_id = $1 AND kind IS NOT NULL",
+        creator_id,
     )
-    return sum(r["posts"] for r in rows)
+    return rows[0]["n"]
 
 
 async def eventually(check, within: float = 20) -> None:

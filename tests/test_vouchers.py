@@ -166,7 +166,7 @@ async def test_a_replay_of_the_log_rebuilds_the_same_badges_and_vouchers(system)
     await system.runtime.stop_workers()  # the badges group's state is lost, the log is not
     await system.sql(
         "TRUNCATE badges_rewards, badges_badges, badges_certified_creators, badges_posts, "
-        "badges_voucher_pool, badges_creator_posts"
+        "badges_voucher_pool, badges_creator_posts, badges_settled_months"
     )
     await system.sql("DELETE FROM consumer_positions WHERE group_name = 'badges'")
     await system.sql("DELETE FROM processed_events WHERE group_name = 'badges'")

@@ -1,19 +1,136 @@
-"""Tables owned by scoring."""
+"""Tables owned by scoring: facts keyed by their natural keys, the state derived from them per
+creator and month, and the frozen settlements."""
 
 from __future__ import annotations
 
-from sqlalchemy import CHAR, BigInteger, String
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    CHAR,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    Numeric,
+    String,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base
 
+# --- facts ------------------------------------------------------------------------------------
 
-class CreatorMonthActivity(Base):
-    """Events counted per creator and program month: the foundation's proof of the pipeline."""
 
-    __tablename__ = "scoring_creator_month_activity"
+class CertifiedCreator(Base):
+    __tablename__ = "scoring_certified_creators"
+
+    creator_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    certified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Post(Base):
+    """A post's latest state, whatever order its events came in: content by the latest edit
+    (event time), the latest verdict, deletion; and its near-duplicate status."""
+
+    __tablename__ = "scoring_posts"
+    __table_args__ = (Index("ix_scoring_posts_creator_month", "creator_id", "month"),)
+
+    post_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    creator_id: Mapped[str] = mapped_column(String(128))
+    time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # of post.created
+    month: Mapped[str | None] = mapped_column(CHAR(7))  # program month of `time`
+    day: Mapped[str | None] = mapped_column(CHAR(10))  # program day of `time`, YYYY-MM-DD
+    kind: Mapped[str | None] = mapped_column(String(16))  # None until post.created is known
+    characters: Mapped[int] = mapped_column(Integer, default=0)
+    image_count: Mapped[int] = mapped_column(Integer, default=0)
+    paragraphs: Mapped[int] = mapped_column(Integer, default=0)
+    content_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    verdict: Mapped[str | None] = mapped_column(String(16))  # the latest moderation verdict
+    quality_score: Mapped[Decimal | None] = mapped_column(Numeric(7, 6))  # from moderation
+    verdict_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    signature: Mapped[bytes | None] = mapped_column(LargeBinary)  # MinHash, comparable texts
+    duplicate_of: Mapped[str | None] = mapped_column(String(128))  # an earlier similar post
+    seq: Mapped[int] = mapped_column(BigInteger)  # the last event that changed it
+
+
+class PostBand(Base):
+    """The LSH index of near-duplicate detection: one row per band of a post's signature.
+    Posts that share a band key are the candidates to compare; nothing scans all posts."""
+
+    __tablename__ = "scoring_post_bands"
+    # A post's own rows, to replace them on an edit (the primary key leads with the band).
+    __table_args__ = (Index("ix_scoring_post_bands_post_id", "post_id"),)
+
+    band: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    post_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+
+
+class Interaction(Base):
+    """One (actor, post, kind): counted once, its latest state by event time."""
+
+    __tablename__ = "scoring_interactions"
+    __table_args__ = (Index("ix_scoring_interactions_creator_month", "creator_id", "month"),)
+
+    actor_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    post_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    creator_id: Mapped[str] = mapped_column(String(128))  # the post's author
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # of the latest creation
+    month: Mapped[str] = mapped_column(CHAR(7))
+    day: Mapped[str] = mapped_column(CHAR(10))
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    state_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# --- derived ----------------------------------------------------------------------------------
+
+
+class CreatorMonth(Base):
+    """A creator's month, recomputed from the facts whenever a batch touches it (until the
+    month is settled)."""
+
+    __tablename__ = "scoring_creator_months"
+    __table_args__ = (Index("ix_scoring_creator_months_month", "month"),)
 
     creator_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     month: Mapped[str] = mapped_column(CHAR(7), primary_key=True)
-    posts: Mapped[int] = mapped_column(BigInteger, default=0)
-    interactions: Mapped[int] = mapped_column(BigInteger, default=0)
+    posts: Mapped[int] = mapped_column(Integer, default=0)  # every post of the month
+    qualifying_posts: Mapped[int] = mapped_column(Integer, default=0)
+    active_days: Mapped[int] = mapped_column(Integer, default=0)
+    interactions: Mapped[int] = mapped_column(Integer, default=0)  # weighted, capped
+    quality: Mapped[Decimal] = mapped_column(Numeric(7, 6), default=Decimal(0))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class Settlement(Base):
+    __tablename__ = "scoring_settlements"
+
+    month: Mapped[str] = mapped_column(CHAR(7), primary_key=True)
+    settled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    pool: Mapped[Decimal] = mapped_column(Numeric(14, 2))
+    settings: Mapped[dict] = mapped_column(JSONB)  # the rule settings it was computed with
+    settled_by: Mapped[str] = mapped_column(String(128))
+
+
+class SettlementEntry(Base):
+    __tablename__ = "scoring_settlement_entries"
+
+    month: Mapped[str] = mapped_column(CHAR(7), primary_key=True)
+    creator_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer)
+    score: Mapped[Decimal] = mapped_column(Numeric(9, 6))
+    qualifying_posts: Mapped[int] = mapped_column(Integer)
+    active_days: Mapped[int] = mapped_column(Integer)
+    interactions: Mapped[int] = mapped_column(Integer)
+    quality: Mapped[Decimal] = mapped_column(Numeric(7, 6))
+    eligible: Mapped[bool] = mapped_column(Boolean)
+    payout: Mapped[Decimal] = mapped_column(Numeric(14, 2))
+    components: Mapped[dict] = mapped_column(JSONB)  # before and after normalisation

@@ -1,44 +1,236 @@
-"""Scoring's read API."""
+"""Scoring's read API and the settlement."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Header, Path, Query, Response
 from pydantic import BaseModel
+from sqlalchemy import select
 
-from services.scoring import repository
-from shared.errors import Forbidden, NotFound, Unauthorized, error_responses
+from services.badges.eligibility import preferred_language
+from services.badges.schemas import Money
+from services.scoring import consumer, explain, months, settlement
+from services.scoring.models import CreatorMonth, Post, Settlement
+from shared.errors import Conflict, Forbidden, NotFound, Unauthorized, error_responses
 from shared.program_time import MONTH
-from shared.web import Reader, SessionDep
+from shared.web import Admin, ContextDep, Reader, SessionDep
 
 router = APIRouter(tags=["scoring"])
 
 MonthParam = Annotated[str, Path(pattern=MONTH.pattern, examples=["2026-11"])]
+AcceptLanguage = Annotated[str | None, Header()]
 
 
-class CreatorMonth(BaseModel):
+class NonQualifyingPost(BaseModel):
+    post_id: str
+    time: datetime | None
+    reasons: list[dict[str, str]]  # {"code", "message"}
+
+
+class CreatorMonthOut(BaseModel):
     creator_id: str
     month: str
+    status: Literal["provisional", "settled"]
     posts: int
+    qualifying_posts: int
+    missing_to_minimum: int
+    active_days: int
     interactions: int
+    quality: Decimal
+    score: Decimal
+    rank: int | None
+    certified: bool
+    eligible: bool
+    payout: Money | None
+    components: dict[str, Any]
+    non_qualifying_posts: list[NonQualifyingPost]
+    settings: dict[str, str] | None  # those the settlement used, once settled
+
+
+class RankingEntry(BaseModel):
+    rank: int
+    creator_id: str
+    score: Decimal
+    qualifying_posts: int
+    active_days: int
+    interactions: int
+    quality: Decimal
+    eligible: bool
+    payout: Money | None
+
+
+class Ranking(BaseModel):
+    month: str
+    status: Literal["provisional", "settled"]
+    pool: Money
+    settled_at: datetime | None = None
+    total: int
+    limit: int
+    offset: int
+    entries: list[RankingEntry]
 
 
 @router.get(
     "/v1/creators/{creator_id}/months/{month}",
-    response_model=CreatorMonth,
+    response_model=CreatorMonthOut,
     responses=error_responses(Unauthorized, Forbidden, NotFound),
 )
 async def get_creator_month(
-    creator_id: str, month: MonthParam, _: Reader, session: SessionDep
-) -> CreatorMonth:
-    """A creator's statistics for one program month."""
-    activity = await repository.month_activity(session, creator_id, month)
-    if activity is None:
+    creator_id: str,
+    month: MonthParam,
+    _: Reader,
+    session: SessionDep,
+    context: ContextDep,
+    response: Response,
+    accept_language: AcceptLanguage = None,
+) -> CreatorMonthOut:
+    """A creator's month: its statistics, score, rank and, once settled, payout; and why each
+    post that does not qualify does not (what an operator reads to answer a complaint)."""
+    settings = context.settings
+    language = preferred_language(accept_language)
+    response.headers["Content-Language"] = language
+    row = await session.get(CreatorMonth, (creator_id, month))
+    if row is None:
         raise NotFound(f"no activity of creator {creator_id!r} in {month}")
-    return CreatorMonth(
+    settled = await session.get(Settlement, month)
+    standings = {s.creator_id: s for s in await months.standings(session, settings, month)}
+    standing = standings[creator_id]
+    entry = None
+    if settled is not None:
+        entry = {e.creator_id: e for e in await settlement.entries_of(session, month)}.get(
+            creator_id
+        )
+    posts = await session.scalars(
+        select(Post)
+        .where(Post.creator_id == creator_id, Post.month == month, Post.kind.is_not(None))
+        .order_by(Post.time, Post.post_id)
+    )
+    non_qualifying = []
+    for post in posts:
+        codes = explain.reasons(post, settings)
+        if codes:
+            non_qualifying.append(
+                NonQualifyingPost(
+                    post_id=post.post_id,
+                    time=post.time,
+                    reasons=[
+                        {"code": c, "message": explain.message(c, language, post, settings)}
+                        for c in codes
+                    ],
+                )
+            )
+    minimum = settings.monthly_min_quality_posts
+    frozen = entry is not None
+    return CreatorMonthOut(
         creator_id=creator_id,
         month=month,
-        posts=activity.posts,
-        interactions=activity.interactions,
+        status="settled" if settled else "provisional",
+        posts=row.posts,
+        qualifying_posts=entry.qualifying_posts if frozen else row.qualifying_posts,
+        missing_to_minimum=max(0, minimum - row.qualifying_posts),
+        active_days=entry.active_days if frozen else row.active_days,
+        interactions=entry.interactions if frozen else row.interactions,
+        quality=entry.quality if frozen else row.quality,
+        score=entry.score if frozen else standing.score,
+        rank=entry.rank if frozen else standing.rank,
+        certified=standing.stats.certified,
+        eligible=entry.eligible if frozen else standing.eligible,
+        payout=(entry.payout if frozen else Decimal("0.00")) if settled else None,
+        components=entry.components if frozen else standing.explain(),
+        non_qualifying_posts=non_qualifying,
+        settings=settled.settings if settled else None,
     )
+
+
+@router.get(
+    "/v1/rankings/{month}",
+    response_model=Ranking,
+    responses=error_responses(Unauthorized, Forbidden),
+)
+async def get_ranking(
+    month: MonthParam,
+    _: Reader,
+    session: SessionDep,
+    context: ContextDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+) -> Ranking:
+    """The month's ranking of certified creators: live while provisional, frozen once settled.
+    Order score desc, then creator id."""
+    settled = await session.get(Settlement, month)
+    if settled is not None:
+        return _settled_ranking(settled, await settlement.entries_of(session, month), limit, offset)
+    standings = [s for s in await months.standings(session, context.settings, month) if s.rank]
+    standings.sort(key=lambda s: s.rank)
+    return Ranking(
+        month=month,
+        status="provisional",
+        pool=context.settings.monthly_pool,
+        total=len(standings),
+        limit=limit,
+        offset=offset,
+        entries=[
+            RankingEntry(
+                rank=s.rank,
+                creator_id=s.creator_id,
+                score=s.score,
+                qualifying_posts=s.stats.qualifying_posts,
+                active_days=s.stats.active_days,
+                interactions=s.stats.interactions,
+                quality=s.stats.quality,
+                eligible=s.eligible,
+                payout=None,
+            )
+            for s in standings[offset : offset + limit]
+        ],
+    )
+
+
+def _settled_ranking(settled: Settlement, entries, limit: int, offset: int) -> Ranking:
+    return Ranking(
+        month=settled.month,
+        status="settled",
+        pool=settled.pool,
+        settled_at=settled.settled_at,
+        total=len(entries),
+        limit=limit,
+        offset=offset,
+        entries=[
+            RankingEntry(
+                rank=e.rank,
+                creator_id=e.creator_id,
+                score=e.score,
+                qualifying_posts=e.qualifying_posts,
+                active_days=e.active_days,
+                interactions=e.interactions,
+                quality=e.quality,
+                eligible=e.eligible,
+                payout=e.payout,
+            )
+            for e in entries[offset : offset + limit]
+        ],
+    )
+
+
+@router.post(
+    "/v1/admin/months/{month}/settle",
+    response_model=Ranking,
+    responses=error_responses(Unauthorized, Forbidden, Conflict),
+)
+async def settle(
+    month: MonthParam,
+    key: Admin,
+    session: SessionDep,
+    context: ContextDep,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 100_000,
+) -> Ranking:
+    """Freeze the month's ranking and payouts and issue the rewards. Too early (month + grace
+    not over) → 409; events accepted but not yet applied by scoring → 409 `not_caught_up` with
+    Retry-After. Again → the same settlement."""
+    settled = await settlement.settle_month(
+        session, context.settings, month, key.name, consumer.GROUP
+    )
+    return _settled_ranking(settled, await settlement.entries_of(session, month), limit, 0)
