@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, Query, Response
 
-from services.badges import applications
+from services.badges import applications, streaks
 from services.badges.eligibility import (
     ApplicationForm,
     JoiningThresholds,
@@ -212,14 +212,20 @@ async def reject_application(
 async def get_creator(creator_id: str, _: Reader, session: SessionDep) -> CreatorOut:
     """The creator in the program: status (from the latest application: `certified`,
     `pending_review`, `ineligible`, `rejected`), badges, streak, rewards. 404 for a creator who
-    never applied (a creator with posts but no application has month views, not this one)."""
+    never applied (a creator with posts but no application has month views, not this one).
+    `streak`: the run of consecutive settled active months ending at the creator's latest
+    settled month (0 when that month was missed) and the latest settled active month."""
     record = await applications.creator_record(session, creator_id)
+    streak = await streaks.streak_of(session, creator_id)
     return CreatorOut(
         creator_id=creator_id,
         display_name=record.application.display_name,
         status=record.status,
         certified_at=record.application.certified_at,
         badges=[BadgeOut.model_validate(badge) for badge in record.badges],
-        streak=StreakOut(),
+        streak=StreakOut(
+            consecutive_active_months=streak.consecutive_active_months,
+            last_active_month=streak.last_active_month,
+        ),
         rewards=[RewardOut.model_validate(reward) for reward in record.rewards],
     )

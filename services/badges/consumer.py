@@ -1,4 +1,5 @@
-"""The badges consumer group: certification badges and new-creator vouchers.
+"""The badges consumer group: certification badges, new-creator vouchers, and what a month's
+settlement earns (pool shares, merch gifts: services/badges/streaks.py).
 
 Facts first, then decisions: each event updates what is known of a creator or a post (keyed by
 their natural keys, resolved by event time, so arrival order does not matter); then every
@@ -14,7 +15,7 @@ from sqlalchemy import case, func, or_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.badges import repository, vouchers
+from services.badges import repository, streaks, vouchers
 from services.badges.models import Badge, CertifiedCreator, PostFact
 from services.badges.repository import FirstPost
 from shared.events import BusEvent
@@ -45,6 +46,9 @@ def make_handler(settings: Settings):
                 await _post_fact(session, event, {"deleted": True})
             elif event.type == "post.moderated":
                 await _post_moderated(session, event, data["verdict"] == "removed")
+            elif event.type == "month.settled":
+                await streaks.settle(session, event)  # about many creators, none of the above
+                continue
             else:
                 continue
             touched[event.creator_id] = None

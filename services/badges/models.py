@@ -137,3 +137,15 @@ class Reward(Base):
     status: Mapped[str] = mapped_column(String(16), default="issued")
     issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     causes: Mapped[list[dict]] = mapped_column(JSONB)  # the events (or request) that earned it
+
+
+class SettledMonth(Base):
+    """A creator's month as its settlement said (`month.settled`): active or not. Streaks are
+    runs of consecutive settled active months, in whatever order months were settled."""
+
+    __tablename__ = "badges_settled_months"
+
+    creator_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    month: Mapped[str] = mapped_column(CHAR(7), primary_key=True)
+    active: Mapped[bool] = mapped_column(Boolean)
+    seq: Mapped[int] = mapped_column(BigInteger)  # the month.settled event
