@@ -12,7 +12,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from services.runtime import ALL, CONSUMER_GROUPS, CONSUMERS, Runtime
-from services.scoring import months
+from services.scoring import featured, months
 from shared import db
 from shared.auth import Scope, create_key, list_keys, revoke_keys
 from shared.bus import dead_letters
@@ -243,7 +243,8 @@ def rescore(
 ) -> None:
     """Rebuild the provisional creator-months from the facts (after a rule change).
 
-    Settled months are never recomputed."""
+    Without --month, the weeks' featured scores too. Settled months and frozen weeks are never
+    recomputed."""
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
     if month is not None and not MONTH.match(month):
@@ -253,10 +254,14 @@ def rescore(
         async with sessionmaker() as session, session.begin():
             pairs = await months.provisional_creator_months(session, month)
             await months.recompute(session, settings, pairs)
-            return len(pairs)
+            # the featured scores of every week (frozen lists are kept apart, never touched)
+            posts = await featured.rebuild(session, settings) if month is None else 0
+            return len(pairs), posts
 
-    count = asyncio.run(_with_sessionmaker(settings, rebuild))
+    count, posts = asyncio.run(_with_sessionmaker(settings, rebuild))
     typer.echo(f"{count} creator-months rebuilt from the facts")
+    if month is None:
+        typer.echo(f"{posts} posts' featured scores rebuilt")
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from services.badges import applications_api, program_api, rewards, rewards_api
 from services.badges import consumer as badges_consumer
 from services.ingest.router import router as ingest_router
 from services.scoring import consumer as scoring_consumer
+from services.scoring import featured_api, recommendations_api
 from services.scoring.router import router as scoring_router
 from shared import db, ops
 from shared.auth import Scope, ensure_key
@@ -42,7 +43,7 @@ class Service:
 SERVICES: dict[str, Service] = {
     "ingest": Service(routers=(ingest_router,), relays_events=True),
     "scoring": Service(
-        routers=(scoring_router,),
+        routers=(scoring_router, featured_api.router, recommendations_api.router),
         consumers=((scoring_consumer.GROUP, scoring_consumer.make_handler),),
     ),
     "badges": Service(

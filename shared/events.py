@@ -126,10 +126,27 @@ class MonthSettled(_Data):
     creators: list[SettledCreator]
 
 
+class FeaturedItem(_Data):
+    rank: Annotated[int, Field(ge=1)]
+    post_id: Identifier
+    creator_id: Identifier
+
+
+class WeekFrozen(_Data):
+    """Scoring froze an ISO week's featured posts (appended by the scoring service, once per
+    week); each featured post earns `bonus` (USDT) through the badges service."""
+
+    week: Annotated[str, Field(pattern=r"^\d{4}-W(0[1-9]|[1-4]\d|5[0-3])$")]
+    frozen_at: AwareDatetime
+    bonus: Annotated[Decimal, Field(ge=0, decimal_places=2)]
+    items: list[FeaturedItem]
+
+
 # Events the services append to the log themselves; ingest refuses them from outside.
 INTERNAL_DATA_MODELS: dict[str, type[_Data]] = {
     "creator.certified": CreatorCertified,
     "month.settled": MonthSettled,
+    "week.frozen": WeekFrozen,
 }
 # The `creator_id` of events about the whole program (their partition key on Kafka).
 PROGRAM_SUBJECT = "program"

@@ -158,6 +158,25 @@ class Settings(BaseSettings):
     featured_max_per_creator: int = 2
     featured_post_bonus: Decimal = Decimal("10.00")
     recommendations_size: int = 20
+    recommendations_max: int = Field(default=100, ge=1, description="largest `limit` of a list")
+    recommendation_weight_score: Decimal = Decimal("0.50")
+    recommendation_weight_activity: Decimal = Decimal("0.30")
+    recommendation_weight_growth: Decimal = Decimal("0.20")
+    recommendation_window_days: int = Field(
+        default=30, ge=1, description="days of activity and follower growth a list looks at"
+    )
+    recommendation_followers_damping: int = Field(
+        default=100, ge=1, description="k of growth = ln((now + k) / (then + k))"
+    )
+    recommendation_growth_full: float = Field(
+        default=2.0, gt=1, description="followers ratio (damped) that earns the full growth part"
+    )
+    recommendation_newcomer_days: int = Field(
+        default=60, ge=1, description="certified this recently = a newcomer"
+    )
+    recommendation_newcomer_every: int = Field(
+        default=5, ge=1, description="at least one newcomer in every this many slots"
+    )
     # definitions
     near_duplicate_threshold: float = Field(
         default=0.7, gt=0, le=1, description="estimated Jaccard similarity of a near-duplicate"

@@ -1,5 +1,6 @@
 """The badges consumer group: certification badges, new-creator vouchers, and what a month's
-settlement earns (pool shares, merch gifts: services/badges/streaks.py).
+settlement earns (pool shares, merch gifts: services/badges/streaks.py), and the bonus of a
+frozen week's featured posts (services/badges/featured.py).
 
 Facts first, then decisions: each event updates what is known of a creator or a post (keyed by
 their natural keys, resolved by event time, so arrival order does not matter); then every
@@ -15,7 +16,7 @@ from sqlalchemy import case, func, or_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.badges import repository, streaks, vouchers
+from services.badges import featured, repository, streaks, vouchers
 from services.badges.models import Badge, CertifiedCreator, PostFact
 from services.badges.repository import FirstPost
 from shared.events import BusEvent
@@ -48,6 +49,9 @@ def make_handler(settings: Settings):
                 await _post_moderated(session, event, data["verdict"] == "removed")
             elif event.type == "month.settled":
                 await streaks.settle(session, event)  # about many creators, none of the above
+                continue
+            elif event.type == "week.frozen":
+                await featured.issue_bonuses(session, event)  # the featured-post bonuses
                 continue
             else:
                 continue

@@ -1,7 +1,8 @@
 """The scoring consumer group: facts first, then the derived state of what the batch touched.
 
 Each event updates the facts it is about (shared by natural keys, resolved by event time);
-then every creator-month the batch touched is rebuilt from the facts, in the same transaction.
+then every creator-month the batch touched is rebuilt from the facts, in the same transaction,
+and so is the featured score of every post it touched (services/scoring/featured.py).
 Events for a settled month are kept as facts and counted, and change nothing paid.
 """
 
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.scoring import duplicates, facts, months
+from services.scoring import duplicates, facts, featured, months, recommendations
 from shared.events import BusEvent
 from shared.program_time import month_of
 from shared.settings import Settings
@@ -59,8 +60,12 @@ def make_handler(settings: Settings):
                 month = await facts.interaction(session, settings, event, deleted=deleted)
                 touched.add((event.creator_id, month))
                 touched.add((event.creator_id, month_of(event.time, zone)))
+            elif kind == "creator.followers_changed":
+                await facts.followers_changed(session, event)
         touched |= await facts.creator_months_of_posts(session, changed_posts)
         late = await months.recompute(session, settings, touched)
+        await featured.refresh(session, settings, changed_posts | featured.touched_posts(events))
+        await recommendations.refresh_days(session, settings, touched)
         if late:
             LATE_EVENTS.inc(len(late))
 

@@ -12,7 +12,7 @@ from sqlalchemy import case, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.scoring.models import CertifiedCreator, Interaction, Post
+from services.scoring.models import CertifiedCreator, FollowerCount, Interaction, Post
 from shared.characters import count_characters
 from shared.events import BusEvent
 from shared.settings import Settings
@@ -32,10 +32,31 @@ def _newer(column, moment: datetime):
 
 
 async def certified(session: AsyncSession, event: BusEvent) -> None:
+    data = event.typed_data()
     await session.execute(
         insert(CertifiedCreator)
-        .values(creator_id=event.creator_id, certified_at=event.typed_data().certified_at)
+        .values(
+            creator_id=event.creator_id,
+            certified_at=data.certified_at,
+            display_name=data.display_name,
+        )
         .on_conflict_do_nothing(index_elements=["creator_id"])
+    )
+
+
+async def followers_changed(session: AsyncSession, event: BusEvent) -> None:
+    """The square followers at the event's time: history, any arrival order (two counts at one
+    instant keep the larger)."""
+    statement = insert(FollowerCount).values(
+        creator_id=event.creator_id, time=event.time, followers=event.data["followers"]
+    )
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["creator_id", "time"],
+            set_={
+                "followers": func.greatest(FollowerCount.followers, statement.excluded.followers)
+            },
+        )
     )
 
 

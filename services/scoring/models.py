@@ -31,6 +31,19 @@ class CertifiedCreator(Base):
 
     creator_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     certified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    display_name: Mapped[str | None] = mapped_column(String(64))  # from the application
+
+
+class FollowerCount(Base):
+    """A `creator.followers_changed` fact: the square followers at an event time. Kept as
+    history (growth over the last 30 days), keyed by time so any arrival order gives the
+    same rows; two counts at one instant keep the larger."""
+
+    __tablename__ = "scoring_follower_counts"
+
+    creator_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    followers: Mapped[int] = mapped_column(BigInteger)
 
 
 class Post(Base):
@@ -91,6 +104,39 @@ class Interaction(Base):
 # --- derived ----------------------------------------------------------------------------------
 
 
+class CreatorDay(Base):
+    """A creator's original quality posts of one program day, rebuilt with the creator-months a
+    batch touched (of settled months too): what "active in the last 30 days" reads."""
+
+    __tablename__ = "scoring_creator_days"
+    __table_args__ = (Index("ix_scoring_creator_days_day", "day"),)
+
+    creator_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    day: Mapped[str] = mapped_column(CHAR(10), primary_key=True)  # YYYY-MM-DD, program zone
+    qualifying_posts: Mapped[int] = mapped_column(Integer)
+
+
+class RankSnapshotDay(Base):
+    """A month's ranking was snapshotted on this program day (at most once a day)."""
+
+    __tablename__ = "scoring_rank_snapshot_days"
+
+    month: Mapped[str] = mapped_column(CHAR(7), primary_key=True)
+    day: Mapped[str] = mapped_column(CHAR(10), primary_key=True)
+    taken_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RankSnapshot(Base):
+    """A creator's rank in the month's ranking as of a program day."""
+
+    __tablename__ = "scoring_rank_snapshots"
+
+    month: Mapped[str] = mapped_column(CHAR(7), primary_key=True)
+    day: Mapped[str] = mapped_column(CHAR(10), primary_key=True)
+    creator_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer)
+
+
 class CreatorMonth(Base):
     """A creator's month, recomputed from the facts whenever a batch touches it (until the
     month is settled)."""
@@ -134,3 +180,44 @@ class SettlementEntry(Base):
     eligible: Mapped[bool] = mapped_column(Boolean)
     payout: Mapped[Decimal] = mapped_column(Numeric(14, 2))
     components: Mapped[dict] = mapped_column(JSONB)  # before and after normalisation
+
+
+# --- weekly featured posts (services/scoring/featured.py) --------------------------------------
+
+
+class FeaturedScore(Base):
+    """A qualifying post's featured score in its ISO week, kept up to date by the scoring
+    consumer for every post a batch touches; a post that stops qualifying loses its row."""
+
+    __tablename__ = "scoring_featured_scores"
+    __table_args__ = (
+        Index("ix_scoring_featured_scores_week_order", "week", "score", "time", "post_id"),
+    )
+
+    post_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    creator_id: Mapped[str] = mapped_column(String(128))
+    week: Mapped[str] = mapped_column(CHAR(8))  # ISO week of the post's time, program zone
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    quality: Mapped[Decimal] = mapped_column(Numeric(7, 6))
+    engagement: Mapped[int] = mapped_column(Integer)  # weighted, one per distinct actor
+    score: Mapped[Decimal] = mapped_column(Numeric(12, 6))
+
+
+class FrozenWeek(Base):
+    __tablename__ = "scoring_frozen_weeks"
+
+    week: Mapped[str] = mapped_column(CHAR(8), primary_key=True)
+    frozen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    frozen_by: Mapped[str] = mapped_column(String(128))
+    bonus: Mapped[Decimal] = mapped_column(Numeric(14, 2))
+    settings: Mapped[dict] = mapped_column(JSONB)  # the rule settings it was computed with
+
+
+class FrozenFeaturedPost(Base):
+    __tablename__ = "scoring_frozen_featured_posts"
+
+    week: Mapped[str] = mapped_column(CHAR(8), primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    post_id: Mapped[str] = mapped_column(String(128))
+    creator_id: Mapped[str] = mapped_column(String(128))
+    score: Mapped[Decimal] = mapped_column(Numeric(12, 6))

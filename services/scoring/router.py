@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from services.badges.eligibility import preferred_language
 from services.badges.schemas import Money
-from services.scoring import consumer, explain, months, settlement
+from services.scoring import consumer, explain, leaderboard, months, settlement
 from services.scoring.models import CreatorMonth, Post, Settlement
 from shared.errors import Conflict, Forbidden, NotFound, Unauthorized, error_responses
 from shared.program_time import MONTH
@@ -60,6 +60,9 @@ class RankingEntry(BaseModel):
     quality: Decimal
     eligible: bool
     payout: Money | None
+    display_name: str | None = None  # from the certified application
+    badges: list[str] = []  # "certification" for a certified creator
+    rank_change: int | None = None  # previous snapshot day's rank − this rank; null: none
 
 
 class Ranking(BaseModel):
@@ -162,9 +165,27 @@ async def get_ranking(
     Order score desc, then creator id."""
     settled = await session.get(Settlement, month)
     if settled is not None:
-        return _settled_ranking(settled, await settlement.entries_of(session, month), limit, offset)
+        return await _settled_ranking(
+            session,
+            context.settings,
+            settled,
+            await settlement.entries_of(session, month),
+            limit,
+            offset,
+        )
     standings = [s for s in await months.standings(session, context.settings, month) if s.rank]
     standings.sort(key=lambda s: s.rank)
+    page = standings[offset : offset + limit]
+    now = datetime.now(UTC)
+    extras = await leaderboard.extras(
+        session,
+        month,
+        {s.creator_id: s.rank for s in standings},
+        [s.creator_id for s in page],
+        day=leaderboard.program_day(now, context.settings),
+        snapshot=True,
+        now=now,
+    )
     return Ranking(
         month=month,
         status="provisional",
@@ -183,13 +204,26 @@ async def get_ranking(
                 quality=s.stats.quality,
                 eligible=s.eligible,
                 payout=None,
+                **vars(extras[s.creator_id]),
             )
-            for s in standings[offset : offset + limit]
+            for s in page
         ],
     )
 
 
-def _settled_ranking(settled: Settlement, entries, limit: int, offset: int) -> Ranking:
+async def _settled_ranking(
+    session, settings, settled: Settlement, entries, limit: int, offset: int
+) -> Ranking:
+    page = entries[offset : offset + limit]
+    extras = await leaderboard.extras(
+        session,
+        settled.month,
+        {e.creator_id: e.rank for e in entries},
+        [e.creator_id for e in page],
+        day=leaderboard.program_day(settled.settled_at, settings),
+        snapshot=False,
+        now=settled.settled_at,
+    )
     return Ranking(
         month=settled.month,
         status="settled",
@@ -209,8 +243,9 @@ def _settled_ranking(settled: Settlement, entries, limit: int, offset: int) -> R
                 quality=e.quality,
                 eligible=e.eligible,
                 payout=e.payout,
+                **vars(extras[e.creator_id]),
             )
-            for e in entries[offset : offset + limit]
+            for e in page
         ],
     )
 
@@ -233,4 +268,6 @@ async def settle(
     settled = await settlement.settle_month(
         session, context.settings, month, key.name, consumer.GROUP
     )
-    return _settled_ranking(settled, await settlement.entries_of(session, month), limit, 0)
+    return await _settled_ranking(
+        session, context.settings, settled, await settlement.entries_of(session, month), limit, 0
+    )

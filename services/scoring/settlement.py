@@ -40,6 +40,17 @@ class NotCaughtUp(Conflict):
     error = "not_caught_up"
 
 
+async def ensure_caught_up(session: AsyncSession, group: str) -> None:
+    """NotCaughtUp unless the group has applied every event accepted before now: what is
+    frozen (a month, a week) must include every event accepted before the request."""
+    up_to = await event_log.last_seq(session)
+    if await positions.unapplied(session, group, 1, up_to=up_to):
+        raise NotCaughtUp(
+            "events accepted before this request are not applied yet; try again shortly",
+            retry_after=2,
+        )
+
+
 def rule_settings(settings: Settings) -> dict:
     """The settings a settlement is computed with, kept with it."""
     names = (
@@ -80,12 +91,7 @@ async def settle_month(
     settled = await session.get(Settlement, month)
     if settled is not None:
         return settled
-    up_to = await event_log.last_seq(session)
-    if await positions.unapplied(session, group, 1, up_to=up_to):
-        raise NotCaughtUp(
-            "events accepted before this request are not applied yet; try again shortly",
-            retry_after=2,
-        )
+    await ensure_caught_up(session, group)
 
     standings = [s for s in await months.standings(session, settings, month) if s.rank]
     payouts = score.split_pool(

@@ -1,0 +1,128 @@
+"""Weekly featured posts: the provisional list, the freeze."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel
+
+from services.badges.schemas import Money
+from services.scoring import consumer, featured
+from services.scoring.models import FrozenWeek
+from shared.errors import Conflict, Forbidden, Unauthorized, ValidationFailed, error_responses
+from shared.web import Admin, ContextDep, Reader, SessionDep
+
+router = APIRouter(tags=["exposure"])
+
+WeekParam = Annotated[str, Path(pattern=featured.WEEK.pattern, examples=["2026-W42"])]
+
+
+class FeaturedPostOut(BaseModel):
+    rank: int
+    post_id: str
+    creator_id: str
+    score: Decimal
+
+
+class FeaturedWeek(BaseModel):
+    week: str
+    status: Literal["provisional", "frozen"]
+    starts_at: datetime  # Monday 00:00 in the program zone
+    ends_at: datetime
+    frozen_at: datetime | None = None
+    bonus: Money  # the featured-post bonus (USDT) each featured post earns when frozen
+    total: int  # how many posts are featured (at most `featured_posts_per_week`)
+    limit: int
+    offset: int
+    items: list[FeaturedPostOut]
+
+
+def _checked(week: str) -> str:
+    try:
+        featured.week_start(week)
+    except ValueError as error:
+        raise ValidationFailed(
+            "request is invalid", details=[{"loc": ["path", "week"], "msg": str(error)}]
+        ) from None
+    return week
+
+
+def _page(
+    week: str,
+    context,
+    items: list[featured.Featured],
+    limit: int,
+    offset: int,
+    frozen: FrozenWeek | None,
+) -> FeaturedWeek:
+    starts, ends = featured.week_bounds(week, context.settings.timezone)
+    return FeaturedWeek(
+        week=week,
+        status="frozen" if frozen else "provisional",
+        starts_at=starts,
+        ends_at=ends,
+        frozen_at=frozen.frozen_at if frozen else None,
+        bonus=frozen.bonus if frozen else context.settings.featured_post_bonus,
+        total=len(items),
+        limit=limit,
+        offset=offset,
+        items=[
+            FeaturedPostOut(rank=i.rank, post_id=i.post_id, creator_id=i.creator_id, score=i.score)
+            for i in items[offset : offset + limit]
+        ],
+    )
+
+
+Limit = Annotated[int, Query(ge=1, le=500)]
+Offset = Annotated[int, Query(ge=0, le=2**31 - 1)]
+
+
+@router.get(
+    "/v1/featured/{week}",
+    response_model=FeaturedWeek,
+    responses=error_responses(Unauthorized, Forbidden, ValidationFailed),
+)
+async def get_featured(
+    week: WeekParam,
+    _: Reader,
+    session: SessionDep,
+    context: ContextDep,
+    limit: Limit = 20,
+    offset: Offset = 0,
+) -> FeaturedWeek:
+    """The ISO week's featured posts (program time zone): provisional while the week runs and
+    until frozen, then the frozen list. Order score desc, post time, post id; `limit` and
+    `offset` page through the `featured_posts_per_week` posts."""
+    week = _checked(week)
+    frozen = await session.get(FrozenWeek, week)
+    items = (
+        await featured.frozen(session, week)
+        if frozen
+        else await featured.provisional(session, context.settings, week)
+    )
+    return _page(week, context, items, limit, offset, frozen)
+
+
+@router.post(
+    "/v1/admin/weeks/{week}/freeze",
+    response_model=FeaturedWeek,
+    responses=error_responses(Unauthorized, Forbidden, Conflict, ValidationFailed),
+)
+async def freeze(
+    week: WeekParam,
+    key: Admin,
+    session: SessionDep,
+    context: ContextDep,
+    limit: Limit = 500,
+) -> FeaturedWeek:
+    """Freeze the week's featured posts and issue their bonus. Too early (week + grace not
+    over) → 409 `week_not_over`; events accepted but not yet applied by scoring → 409
+    `not_caught_up` with Retry-After. Again → the same list."""
+    week = _checked(week)
+    frozen, items = await featured.freeze_week(
+        session, context.settings, week, key.name, consumer.GROUP
+    )
+    return _page(week, context, items, limit, 0, frozen)
