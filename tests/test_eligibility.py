@@ -16,8 +16,8 @@ from services.badges.eligibility import (
     JoiningThresholds,
     ReasonCode,
     check_eligibility,
-    preferred_language,
 )
+from shared.language import preferred_language
 from shared.settings import Settings
 
 DEFAULTS = JoiningThresholds()

@@ -8,12 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Header, Query, Response
 
 from services.badges import applications, streaks
-from services.badges.eligibility import (
-    ApplicationForm,
-    JoiningThresholds,
-    Language,
-    preferred_language,
-)
+from services.badges.eligibility import ApplicationForm, JoiningThresholds
 from services.badges.models import Application
 from services.badges.schemas import (
     ApplicationFormOut,
@@ -39,6 +34,7 @@ from shared.errors import (
     error_responses,
 )
 from shared.events import MAX_COUNT
+from shared.language import Language, preferred_language
 from shared.web import Admin, ContextDep, EventsWriter, Reader, SessionDep
 
 router = APIRouter(tags=["badges"])

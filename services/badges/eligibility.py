@@ -29,18 +29,17 @@ the router turns its validation errors into a 422 naming the field.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from shared.events import MAX_COUNT, storable
+from shared.language import Language
 
 if TYPE_CHECKING:
     from shared.settings import Settings
 
-Language = Literal["en", "zh"]
 BasisCode = Literal["verified_elsewhere", "followers_on_one_platform", "square_creator"]
 ReasonCode = Literal[
     "followers_below_threshold",
@@ -214,52 +213,3 @@ _MESSAGES: dict[str, dict[Language, str]] = {
         "zh": "未提供近 30 天在广场获得的互动数，需要至少 {need} 次",
     },
 }
-
-
-# --- Accept-Language ------------------------------------------------------------------------
-
-# RFC 9110 §12.5.4: language-range (RFC 4647) with an optional weight; q has at most 3 decimals.
-_ACCEPT_LANGUAGE_ELEMENT = re.compile(
-    r"(?P<range>\*|[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*)"
-    r"(?:[ \t]*;[ \t]*[qQ]=(?P<q>0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?))?"
-)
-DEFAULT_LANGUAGE: Language = "en"
-_SUPPORTED: dict[str, Language] = {"en": "en", "zh": "zh"}
-
-
-def preferred_language(accept_language: str | None) -> Language:
-    """The language of the messages for a request's Accept-Language header: `zh` or `en`.
-
-    Any `zh-*` range (zh, zh-CN, zh-Hans, zh-TW …) asks for our Chinese (Simplified), any `en-*`
-    for English. A language's weight is that of its most favourable explicit range, else that
-    of `*` (which stands for every language not named). The highest weight above 0 wins (q=0
-    means "not this one"); equal weights go to the range listed first, and to English when
-    only `*` names them. Malformed elements are skipped; nothing usable means English.
-    """
-    if not accept_language:
-        return DEFAULT_LANGUAGE
-    # language -> (weight in thousandths, position of the range that gave it)
-    explicit: dict[Language, tuple[int, int]] = {}
-    wildcard: tuple[int, int] | None = None
-    for position, element in enumerate(accept_language.split(",")):
-        match = _ACCEPT_LANGUAGE_ELEMENT.fullmatch(element.strip(" \t"))
-        if match is None:
-            continue
-        weight = round(float(match["q"]) * 1000) if match["q"] is not None else 1000
-        language_range = match["range"].lower()
-        if language_range == "*":
-            if wildcard is None or weight > wildcard[0]:
-                wildcard = (weight, position)
-            continue
-        language = _SUPPORTED.get(language_range.split("-", 1)[0])
-        if language is not None:
-            known = explicit.get(language)
-            if known is None or weight > known[0]:
-                explicit[language] = (weight, position)
-
-    choice, best = DEFAULT_LANGUAGE, (0, 0)
-    for candidate in ("en", "zh"):  # English first: it keeps a tie given by `*` alone
-        weight, position = explicit.get(candidate) or wildcard or (0, 0)
-        if weight > best[0] or (weight == best[0] and weight > 0 and position < best[1]):
-            choice, best = candidate, (weight, position)
-    return choice

@@ -7,7 +7,6 @@ an offset.
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -15,21 +14,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PlainSerializer,
     StringConstraints,
 )
 
 from services.badges.eligibility import Eligibility
 from shared.events import RFC3339Time, storable
-
-CENT = Decimal("0.01")
-
-
-def _money(amount: Decimal) -> str:
-    return str(amount.quantize(CENT))
-
-
-Money = Annotated[Decimal, PlainSerializer(_money, return_type=str, when_used="always")]
+from shared.money import Money
 
 ApplicationStatus = Literal["pending_review", "ineligible", "approved", "rejected"]
 CreatorStatus = Literal["certified", "pending_review", "ineligible", "rejected"]

@@ -9,10 +9,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 
-from services.badges.schemas import Money
 from services.scoring import consumer, featured
 from services.scoring.models import FrozenWeek
 from shared.errors import Conflict, Forbidden, Unauthorized, ValidationFailed, error_responses
+from shared.money import Money
 from shared.web import Admin, ContextDep, Reader, SessionDep
 
 router = APIRouter(tags=["exposure"])

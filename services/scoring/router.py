@@ -10,11 +10,11 @@ from fastapi import APIRouter, Header, Path, Query, Response
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from services.badges.eligibility import preferred_language
-from services.badges.schemas import Money
 from services.scoring import consumer, explain, leaderboard, months, settlement
 from services.scoring.models import CreatorMonth, Post, Settlement
 from shared.errors import Conflict, Forbidden, NotFound, Unauthorized, error_responses
+from shared.language import preferred_language
+from shared.money import Money
 from shared.program_time import MONTH
 from shared.web import Admin, ContextDep, Reader, SessionDep
 
