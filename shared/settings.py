@@ -203,6 +203,15 @@ class Settings(BaseSettings):
     interaction_daily_cap_per_actor: int = Field(
         default=10, description="weighted interactions one actor may give one creator per day"
     )
+    # content quality when moderation sent no score (services/scoring/score.py, docs/rules.md)
+    quality_length_weight: Decimal = Decimal("0.40")
+    quality_length_full_at: int = Field(default=500, ge=1)
+    quality_images_weight: Decimal = Decimal("0.20")
+    quality_images_full_at: int = Field(default=3, ge=1)
+    quality_structure_weight: Decimal = Decimal("0.15")
+    quality_structure_full_at: int = Field(default=5, ge=1)
+    quality_engagement_weight: Decimal = Decimal("0.25")
+    quality_engagement_full_at: int = Field(default=20, ge=1)
     settlement_grace_hours: int = 48
     settlement_event_creators: int = Field(
         default=1000, ge=1, description="creators per month.settled event (its parts)"

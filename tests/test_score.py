@@ -471,3 +471,21 @@ def test_month_payouts_pay_the_pool_to_the_eligible_only(month, pool):
     assert set(payouts) == {s.creator_id for s in month}
     assert all(payouts[c] == D("0.00") for c in payouts if c not in eligible)
     assert sum(payouts.values()) == (pool if eligible else 0)
+
+
+def test_the_quality_heuristic_comes_from_the_settings():
+    from services.scoring import months
+    from services.scoring.models import Post
+
+    post = Post(characters=100, image_count=0, paragraphs=1, quality_score=None)
+    default = Settings(_env_file=None)
+    longer_texts_only = Settings(
+        _env_file=None,
+        quality_length_weight=Decimal("1"),
+        quality_images_weight=Decimal("0"),
+        quality_structure_weight=Decimal("0"),
+        quality_engagement_weight=Decimal("0"),
+        quality_length_full_at=100,
+    )
+    assert months.post_quality(post, 0, default) == Decimal("0.110000")  # 0.08 + 0.03
+    assert months.post_quality(post, 0, longer_texts_only) == Decimal("1.000000")

@@ -149,13 +149,7 @@ async def refresh(session: AsyncSession, settings: Settings, post_ids: Iterable[
         distinct, engagement = await _engagement(
             session, settings, post.post_id, freeze_after(week, settings)
         )
-        quality = score.post_quality(
-            characters=post.characters,
-            image_count=post.image_count,
-            paragraphs=post.paragraphs,
-            distinct_actors=distinct,
-            moderation_score=post.quality_score,
-        )
+        quality = months.post_quality(post, distinct, settings)
         values = {
             "creator_id": post.creator_id,
             "week": week,

@@ -21,8 +21,6 @@ from services.scoring import score
 from services.scoring.models import CertifiedCreator, CreatorMonth, Interaction, Post, Settlement
 from shared.settings import Settings
 
-QUALITY_PLACES = Decimal("0.000001")
-
 
 def month_bounds(month: str, settings: Settings) -> tuple[datetime, datetime]:
     """[first instant, first instant of the next month) of a program month."""
@@ -99,6 +97,18 @@ async def received_interactions(
     return int(total)
 
 
+def post_quality(post: Post, distinct_actors: int, settings: Settings) -> Decimal:
+    """A post's content quality: the moderation score, else the heuristic of the settings."""
+    return score.post_quality(
+        characters=post.characters,
+        image_count=post.image_count,
+        paragraphs=post.paragraphs,
+        distinct_actors=distinct_actors,
+        moderation_score=post.quality_score,
+        heuristic=score.QualityHeuristic.from_settings(settings),
+    )
+
+
 async def qualifying_posts(
     session: AsyncSession, settings: Settings, creator_id: str, month: str
 ) -> list[tuple[Post, int]]:
@@ -150,23 +160,14 @@ async def _recompute_one(
         )
     )
     quality_posts = await qualifying_posts(session, settings, creator_id, month)
-    qualities = [
-        score.post_quality(
-            characters=post.characters,
-            image_count=post.image_count,
-            paragraphs=post.paragraphs,
-            distinct_actors=distinct,
-            moderation_score=post.quality_score,
-        )
-        for post, distinct in quality_posts
-    ]
+    qualities = [post_quality(post, distinct, settings) for post, distinct in quality_posts]
     quality = (sum(qualities, Decimal(0)) / len(qualities)) if qualities else Decimal(0)
     values = {
         "posts": posts,
         "qualifying_posts": len(quality_posts),
         "active_days": len({post.day for post, _ in quality_posts}),
         "interactions": await received_interactions(session, settings, creator_id, month),
-        "quality": quality.quantize(QUALITY_PLACES),
+        "quality": quality.quantize(score.SIX_PLACES),
     }
     await session.execute(
         insert(CreatorMonth)

@@ -37,15 +37,26 @@ ONE = Decimal(1)
 
 # --- content quality ------------------------------------------------------------------------
 
-# The heuristic: weight × min(value, saturation) / saturation for each signal; weights sum to 1.
-QUALITY_LENGTH_WEIGHT = Decimal("0.40")
-QUALITY_LENGTH_FULL_AT = 500  # characters (the shared character rule)
-QUALITY_IMAGES_WEIGHT = Decimal("0.20")
-QUALITY_IMAGES_FULL_AT = 3  # images
-QUALITY_STRUCTURE_WEIGHT = Decimal("0.15")
-QUALITY_STRUCTURE_FULL_AT = 5  # paragraphs
-QUALITY_ENGAGEMENT_WEIGHT = Decimal("0.25")
-QUALITY_ENGAGEMENT_FULL_AT = 20  # distinct actors (other than the author) who interacted
+@dataclass(frozen=True, slots=True)
+class QualityHeuristic:
+    """The heuristic's numbers (settings `quality_*`): weight × min(value, saturation) /
+    saturation for each signal; the weights sum to 1."""
+
+    length_weight: Decimal = Decimal("0.40")
+    length_full_at: int = 500  # characters (the shared character rule)
+    images_weight: Decimal = Decimal("0.20")
+    images_full_at: int = 3  # images
+    structure_weight: Decimal = Decimal("0.15")
+    structure_full_at: int = 5  # paragraphs
+    engagement_weight: Decimal = Decimal("0.25")
+    engagement_full_at: int = 20  # distinct actors (other than the author) who interacted
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QualityHeuristic:
+        return cls(**{name: getattr(settings, f"quality_{name}") for name in cls.__slots__})
+
+
+DEFAULT_HEURISTIC = QualityHeuristic()
 
 
 def post_quality(
@@ -55,6 +66,7 @@ def post_quality(
     paragraphs: int,
     distinct_actors: int,
     moderation_score: Decimal | None,
+    heuristic: QualityHeuristic = DEFAULT_HEURISTIC,
 ) -> Decimal:
     """One post's content quality in [0, 1], quantized to 6 decimals (half-even).
 
@@ -74,6 +86,8 @@ def post_quality(
     in [0, 1], and it never falls when one input grows. Originality is not a signal here: only
     qualifying posts, which are never near-duplicates, are averaged into a creator's quality.
 
+    The numbers are those of the default settings (`heuristic`, from `quality_*`).
+
     Example: 250 characters, 1 image, 3 paragraphs, 8 distinct actors →
     0.40 × 0.5 + 0.20 × 1/3 + 0.15 × 0.6 + 0.25 × 0.4 = 0.456666… → 0.456667.
     """
@@ -90,11 +104,12 @@ def post_quality(
             if not ZERO <= moderation_score <= ONE:
                 raise ValueError(f"moderation_score must be in [0, 1], got {moderation_score}")
             return moderation_score.quantize(SIX_PLACES)
+        h = heuristic
         quality = (
-            _saturating(QUALITY_LENGTH_WEIGHT, characters, QUALITY_LENGTH_FULL_AT)
-            + _saturating(QUALITY_IMAGES_WEIGHT, image_count, QUALITY_IMAGES_FULL_AT)
-            + _saturating(QUALITY_STRUCTURE_WEIGHT, paragraphs, QUALITY_STRUCTURE_FULL_AT)
-            + _saturating(QUALITY_ENGAGEMENT_WEIGHT, distinct_actors, QUALITY_ENGAGEMENT_FULL_AT)
+            _saturating(h.length_weight, characters, h.length_full_at)
+            + _saturating(h.images_weight, image_count, h.images_full_at)
+            + _saturating(h.structure_weight, paragraphs, h.structure_full_at)
+            + _saturating(h.engagement_weight, distinct_actors, h.engagement_full_at)
         )
         return min(quality, ONE).quantize(SIX_PLACES)
 

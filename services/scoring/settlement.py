@@ -60,6 +60,7 @@ def rule_settings(settings: Settings) -> dict:
         "weight_active_days",
         "weight_interactions",
         "weight_quality",
+        *(f"quality_{name}" for name in score.QualityHeuristic.__slots__),
         "qualifying_post_min_chars",
         "near_duplicate_threshold",
         "near_duplicate_min_chars",
