@@ -89,6 +89,13 @@ def is_image_post(text: str, image_count: int) -> bool:
     return image_count >= 1 and is_long_enough(text, 1)
 
 
+def long_or_image_post(characters: int, image_count: int, min_chars: int) -> bool:
+    """The length part of a qualifying post (PROGRAM.md, rewards 1 and 2), on a counted text:
+    at least `min_chars` characters, or an image post (an image and some text). Scoring's
+    query (services/scoring/months.py `is_substantial`) states the same rule in SQL."""
+    return characters >= min_chars or (image_count >= 1 and characters >= 1)
+
+
 def strip_urls(text: str) -> str:
     """`text` after NFC normalisation with every URL (the three forms above) replaced by a
     space: what the character count and near-duplicate detection look at."""

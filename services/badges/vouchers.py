@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.badges import rewards
 from services.badges.models import CertifiedCreator, PostFact, Reward, VoucherPool
-from shared.characters import is_image_post, is_long_enough
+from shared.characters import count_characters, long_or_image_post
 from shared.program_time import add_calendar_month
 from shared.settings import Settings
 
@@ -27,7 +27,7 @@ POOL = 1  # the pool's row
 
 def is_substantial(text: str, image_count: int, min_chars: int) -> bool:
     """Long enough (≥ min_chars characters) or an image post (an image and some text)."""
-    return is_long_enough(text, min_chars) or is_image_post(text, image_count)
+    return long_or_image_post(count_characters(text), image_count, min_chars)
 
 
 def window(certified_at: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:

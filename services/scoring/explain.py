@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Literal
 
 from services.scoring.models import Post
+from shared.characters import long_or_image_post
 from shared.settings import Settings
 
 Language = Literal["en", "zh"]
@@ -48,8 +49,7 @@ def reasons(post: Post, settings: Settings) -> list[str]:
     if post.verdict == "low_quality":
         found.append("low_quality")
     minimum = settings.qualifying_post_min_chars
-    image_post = post.image_count >= 1 and post.characters >= 1
-    if post.characters < minimum and not image_post:
+    if not long_or_image_post(post.characters, post.image_count, minimum):
         found.append("too_short")
     if post.duplicate_of is not None:
         found.append("near_duplicate")

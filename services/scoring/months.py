@@ -35,7 +35,7 @@ def settle_after(month: str, settings: Settings) -> datetime:
 
 
 def is_substantial(settings: Settings):
-    """≥ qualifying_post_min_chars characters, or an image post (an image and some text)."""
+    """shared.characters.long_or_image_post as a condition on `scoring_posts`."""
     return or_(
         Post.characters >= settings.qualifying_post_min_chars,
         and_(Post.image_count >= 1, Post.characters >= 1),
