@@ -235,6 +235,13 @@ class Standing:
     def eligible(self) -> bool:
         return self.scored.eligible
 
+    # what a ranking entry shows, like a settlement entry
+    qualifying_posts = property(lambda self: self.stats.qualifying_posts)
+    active_days = property(lambda self: self.stats.active_days)
+    interactions = property(lambda self: self.stats.interactions)
+    quality = property(lambda self: self.stats.quality)
+    payout = None  # until the month is settled
+
     def explain(self) -> dict[str, dict[str, str]]:
         """The score's components before and after normalisation, the divisors and weights."""
         return {

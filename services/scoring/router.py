@@ -65,6 +65,27 @@ class RankingEntry(BaseModel):
     rank_change: int | None = None  # previous snapshot day's rank − this rank; null: none
 
 
+_ENTRY_FIELDS = (
+    "rank",
+    "creator_id",
+    "score",
+    "qualifying_posts",
+    "active_days",
+    "interactions",
+    "quality",
+    "eligible",
+    "payout",
+)
+
+
+def _entry(standing, extras) -> RankingEntry:
+    """A ranking entry from a live standing or a settlement entry (both carry these fields)."""
+    return RankingEntry(
+        **{name: getattr(standing, name) for name in _ENTRY_FIELDS},
+        **vars(extras[standing.creator_id]),
+    )
+
+
 class Ranking(BaseModel):
     month: str
     status: Literal["provisional", "settled"]
@@ -194,18 +215,7 @@ async def get_ranking(
         limit=limit,
         offset=offset,
         entries=[
-            RankingEntry(
-                rank=s.rank,
-                creator_id=s.creator_id,
-                score=s.score,
-                qualifying_posts=s.stats.qualifying_posts,
-                active_days=s.stats.active_days,
-                interactions=s.stats.interactions,
-                quality=s.stats.quality,
-                eligible=s.eligible,
-                payout=None,
-                **vars(extras[s.creator_id]),
-            )
+            _entry(s, extras)
             for s in page
         ],
     )
@@ -233,18 +243,7 @@ async def _settled_ranking(
         limit=limit,
         offset=offset,
         entries=[
-            RankingEntry(
-                rank=e.rank,
-                creator_id=e.creator_id,
-                score=e.score,
-                qualifying_posts=e.qualifying_posts,
-                active_days=e.active_days,
-                interactions=e.interactions,
-                quality=e.quality,
-                eligible=e.eligible,
-                payout=e.payout,
-                **vars(extras[e.creator_id]),
-            )
+            _entry(e, extras)
             for e in page
         ],
     )
