@@ -172,6 +172,7 @@ def list_dead_letters(
     group: Annotated[str | None, typer.Option("--group", help="only this group")] = None,
 ) -> None:
     """Parked events: group, log position, source, id, type, attempts, the last error."""
+
     async def listing(sessionmaker):
         async with sessionmaker() as session:
             return await dead_letters.listing(session, group)

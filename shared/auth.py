@@ -59,9 +59,7 @@ async def create_key(
     """Store a new key; return it in plain text, the only time it exists as such."""
     key = new_key()
     session.add(
-        ApiKey(
-            name=name, key_hash=hash_key(key), scopes=sorted(set(scopes)), rate_limit=rate_limit
-        )
+        ApiKey(name=name, key_hash=hash_key(key), scopes=sorted(set(scopes)), rate_limit=rate_limit)
     )
     await session.flush()
     return key

@@ -173,6 +173,8 @@ def storable(value: str) -> str:
     if FORBIDDEN_CHARACTERS.search(value):
         raise ValueError("must not contain a NUL character or a lone surrogate")
     return value
+
+
 MAX_ERRORS_PER_EVENT = 50
 
 

@@ -17,7 +17,6 @@ def month_of(moment: datetime, zone: ZoneInfo) -> str:
     return moment.astimezone(zone).strftime("%Y-%m")
 
 
-
 def add_calendar_month(moment: datetime, zone: ZoneInfo) -> datetime:
     """The same wall-clock time one calendar month later in the program zone, the day clamped
     to the month's end (31 March 00:30 -> 30 April 00:30)."""

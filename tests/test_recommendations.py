@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 
-from services.scoring import leaderboard, months
+from services.scoring import leaderboard, standings
 from shared import db
 from tests.system import ADMIN, post_created
 
@@ -176,12 +176,12 @@ async def test_leaderboard_names_badges_and_rank_change(system):
     engine = db.create_engine(system.database_url, settings)
     try:
         async with db.create_sessionmaker(engine)() as session, session.begin():
-            standings = {
+            ranks = {
                 s.creator_id: s.rank
-                for s in await months.standings(session, settings, MONTH)
+                for s in await standings.standings(session, settings, MONTH)
                 if s.rank
             }
-            assert await leaderboard.take_snapshot(session, MONTH, yesterday, standings, now)
+            assert await leaderboard.take_snapshot(session, MONTH, yesterday, ranks, now)
 
         # the facts change: l-c overtakes everyone, l-d joins
         await send(system, posts("l-c", hours[2:8]) + posts("l-d", hours[:1]))

@@ -47,6 +47,7 @@ class RewardOut(BaseModel):
 
 # --- applications -----------------------------------------------------------------------------
 
+
 class ApproveBody(BaseModel):
     """`POST /v1/admin/applications/{id}/approve`; the body may be left out."""
 

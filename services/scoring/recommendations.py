@@ -2,7 +2,7 @@
 follower growth, with newcomers interleaved (docs/rules.md, "Reward 5").
 
 Inputs are derived state, not raw posts: the creator-days rebuilt by the consumer with the
-creator-months a batch touched (`refresh_days`), the creator-months' scores (`months.standings`,
+creator-months a batch touched (`refresh_days`), the creator-months' scores (`standings.standings`,
 or the settlement's frozen scores), and the follower-count facts of the window.
 
 - recent = the best of the creator's score this program month and last month, in [0, 1];
@@ -24,7 +24,7 @@ from sqlalchemy import and_, delete, func, select, tuple_
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.scoring import months
+from services.scoring import months, standings
 from services.scoring.models import (
     CertifiedCreator,
     CreatorDay,
@@ -97,7 +97,7 @@ async def _month_scores(
         return dict(rows.all())
     return {
         s.creator_id: s.score
-        for s in await months.standings(session, settings, month)
+        for s in await standings.standings(session, settings, month)
         if s.creator_id in creators
     }
 

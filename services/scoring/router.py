@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from services.scoring import consumer, explain, leaderboard, months, settlement
+from services.scoring import consumer, explain, leaderboard, settlement, standings
 from services.scoring.models import CreatorMonth, Post, Settlement
 from shared.errors import Conflict, Forbidden, NotFound, Unauthorized, error_responses
 from shared.language import preferred_language
@@ -120,8 +120,8 @@ async def get_creator_month(
     if row is None:
         raise NotFound(f"no activity of creator {creator_id!r} in {month}")
     settled = await session.get(Settlement, month)
-    standings = {s.creator_id: s for s in await months.standings(session, settings, month)}
-    standing = standings[creator_id]
+    by_creator = {s.creator_id: s for s in await standings.standings(session, settings, month)}
+    standing = by_creator[creator_id]
     entry = None
     if settled is not None:
         entry = {e.creator_id: e for e in await settlement.entries_of(session, month)}.get(
@@ -194,14 +194,14 @@ async def get_ranking(
             limit,
             offset,
         )
-    standings = [s for s in await months.standings(session, context.settings, month) if s.rank]
-    standings.sort(key=lambda s: s.rank)
-    page = standings[offset : offset + limit]
+    ranked = [s for s in await standings.standings(session, context.settings, month) if s.rank]
+    ranked.sort(key=lambda s: s.rank)
+    page = ranked[offset : offset + limit]
     now = datetime.now(UTC)
     extras = await leaderboard.extras(
         session,
         month,
-        {s.creator_id: s.rank for s in standings},
+        {s.creator_id: s.rank for s in ranked},
         [s.creator_id for s in page],
         day=leaderboard.program_day(now, context.settings),
         snapshot=True,
@@ -211,13 +211,10 @@ async def get_ranking(
         month=month,
         status="provisional",
         pool=context.settings.monthly_pool,
-        total=len(standings),
+        total=len(ranked),
         limit=limit,
         offset=offset,
-        entries=[
-            _entry(s, extras)
-            for s in page
-        ],
+        entries=[_entry(s, extras) for s in page],
     )
 
 
@@ -242,10 +239,7 @@ async def _settled_ranking(
         total=len(entries),
         limit=limit,
         offset=offset,
-        entries=[
-            _entry(e, extras)
-            for e in page
-        ],
+        entries=[_entry(e, extras) for e in page],
     )
 
 

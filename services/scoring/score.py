@@ -37,6 +37,7 @@ ONE = Decimal(1)
 
 # --- content quality ------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class QualityHeuristic:
     """The heuristic's numbers (settings `quality_*`): weight × min(value, saturation) /

@@ -18,7 +18,7 @@ from prometheus_client import Counter
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.scoring import months, score
+from services.scoring import months, score, standings
 from services.scoring.models import CertifiedCreator, Settlement, SettlementEntry
 from shared.bus import log as event_log
 from shared.bus import positions
@@ -94,9 +94,9 @@ async def settle_month(
         return settled
     await ensure_caught_up(session, group)
 
-    standings = [s for s in await months.standings(session, settings, month) if s.rank]
+    ranked = [s for s in await standings.standings(session, settings, month) if s.rank]
     payouts = score.split_pool(
-        settings.monthly_pool, {s.creator_id: s.score for s in standings if s.eligible}
+        settings.monthly_pool, {s.creator_id: s.score for s in ranked if s.eligible}
     )
     settlement = Settlement(
         month=month,
@@ -120,13 +120,13 @@ async def settle_month(
             payout=payouts.get(s.creator_id, Decimal("0.00")),
             components=s.explain(),
         )
-        for s in standings
+        for s in ranked
     ]
     session.add_all(entries)
     await session.flush()
     # Certified creators with no activity had an inactive month: their streaks must hear it.
     _, end = months.month_bounds(month, settings)
-    ranked = {e.creator_id for e in entries}
+    with_entry = {e.creator_id for e in entries}
     quiet = [
         c
         for c in await session.scalars(
@@ -134,7 +134,7 @@ async def settle_month(
             .where(CertifiedCreator.certified_at < end)
             .order_by(CertifiedCreator.creator_id)
         )
-        if c not in ranked
+        if c not in with_entry
     ]
     await event_log.append(session, _settled_events(settings, month, now, entries, quiet))
     SETTLEMENTS.inc()
