@@ -14,8 +14,10 @@ from decimal import Decimal
 
 import pytest
 
-from services.scoring.featured import featured_score, rebuild, week_of
+from services.scoring import featured_api
+from services.scoring.featured import featured_score, provisional, rebuild, week_of
 from services.scoring.score import post_quality
+from shared import db
 from shared.bus import log as event_log
 from shared.events import INTERNAL_SOURCE, PROGRAM_SUBJECT, IncomingEvent
 from tests.system import ADMIN, interaction_created, post_created
@@ -266,3 +268,43 @@ async def test_freezing_too_early_or_behind_is_a_409_and_a_bad_week_a_422(system
     await system.wait_until_processed()
     rows = await system.sql("SELECT id FROM badges_rewards WHERE kind = 'featured_post_bonus'")
     assert rows == []
+
+
+@pytest.mark.parametrize("bus", ["embedded"])  # no events: the read path only
+async def test_the_served_list_equals_the_whole_weeks_ranking(system):
+    """The provisional list is read down the week's score index a chunk at a time: with many
+    posts and ties at every score, it is the list ranking all the week's rows gives."""
+    creators = [f"t-{n:02d}" for n in range(40)] + ["t-uncertified"]
+    await system.sql(
+        "INSERT INTO scoring_certified_creators (creator_id, certified_at) "
+        "SELECT unnest($1::text[]), '2026-07-01Z'",
+        creators[:-1],
+    )
+    scores = ["3.000000", "2.500000", "2.500000", "1.000000", "0"]  # ties at every score
+    # 600 posts, each creator's in turn (the uncertified one's too)
+    await system.sql(
+        "INSERT INTO scoring_featured_scores "
+        "(post_id, creator_id, week, time, quality, engagement, score) "
+        "SELECT 'tp-' || n, ($1::text[])[1 + n % 41], $2, "
+        "$3::timestamptz + n * interval '1 minute', 0.5, 1, ($4::text[])[1 + n % 5]::numeric "
+        "FROM generate_series(0, 599) AS n",
+        creators,
+        WEEK,
+        MONDAY,
+        scores,
+    )
+    settings = system.runtime.settings
+    for size, cap in [(6, 2), (100, 3), (1000, 1)]:
+        tuned = settings.model_copy(
+            update={"featured_posts_per_week": size, "featured_max_per_creator": cap}
+        )
+        engine = db.create_engine(system.database_url, tuned)
+        try:
+            async with db.create_sessionmaker(engine)() as session:
+                exact = await provisional(session, tuned, WEEK)
+                served = await featured_api.provisional(session, tuned, WEEK)
+        finally:
+            await engine.dispose()
+        assert served == exact
+        assert len(exact) == min(size, 40 * cap)  # the cap and the size both bind somewhere
+        assert "t-uncertified" not in {f.creator_id for f in served}

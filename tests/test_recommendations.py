@@ -7,6 +7,7 @@ monthly minimum is 3 qualifying posts here (a setting) so a few posts give a sco
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -163,7 +164,7 @@ async def test_leaderboard_names_badges_and_rank_change(system):
     )
     await system.wait_until_processed()
 
-    first = await ranking(system)  # the first read of the day takes today's snapshot
+    first = await ranking(system)  # today's snapshot is the refresher's, not this read's
     assert set(first) == {"l-a", "l-b", "l-c"}
     assert [first[c]["rank"] for c in ("l-a", "l-b", "l-c")] == [1, 2, 3]
     assert first["l-a"]["display_name"] == "创作者 l-a"
@@ -206,4 +207,45 @@ async def test_leaderboard_names_badges_and_rank_change(system):
         "ORDER BY day",
         MONTH,
     )
-    assert [(r["day"], r["n"]) for r in rows] == [(yesterday, 3), (today, 3)]
+    # one snapshot a day (today's taken by the first refresh of the day, whenever it ran)
+    assert [r["day"] for r in rows] == [yesterday, today] and rows[0]["n"] == 3
+
+
+async def test_the_days_snapshot_is_taken_without_a_read(system):
+    """The scoring process's background refresher takes a provisional month's rank snapshot
+    of the day: no read of the ranking is needed (nor does a read write one)."""
+    settings = system.runtime.settings
+    for creator in ["n-a", "n-b"]:
+        await certify(system, creator, SEPTEMBER - LONG_AGO)
+    hours = [SEPTEMBER + timedelta(days=n) for n in range(3)]
+    await send(system, posts("n-a", hours) + posts("n-b", hours[:2]))
+    await system.wait_until_processed()
+    today = day_of(datetime.now(UTC), system)
+    query = (
+        "SELECT s.creator_id, s.rank FROM scoring_rank_snapshots s "
+        "JOIN scoring_rank_snapshot_days d USING (month, day) "
+        "WHERE s.month = $1 AND s.day = $2 ORDER BY s.rank"
+    )
+    rows = []
+    for _ in range(300):  # the refresher runs every 0.5 s here: 30 s at most
+        rows = await system.sql(query, MONTH, today)
+        if rows:
+            break
+        await asyncio.sleep(0.1)
+    # the ranks of the table as the refresher found it (once a day: possibly before the last
+    # batch), whole: ranks 1..n of these creators
+    assert rows and [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
+    assert {r["creator_id"] for r in rows} <= {"n-a", "n-b"}
+    # and the ranking read then compares with an earlier day only: no change shown today
+    assert all(e["rank_change"] is None for e in (await ranking(system)).values())
+    ranked = [s for s in await exact_standings(system, settings) if s.rank]
+    assert [s.creator_id for s in ranked] == ["n-a", "n-b"]
+
+
+async def exact_standings(system, settings):
+    engine = db.create_engine(system.database_url, settings)
+    try:
+        async with db.create_sessionmaker(engine)() as session:
+            return await standings.standings(session, settings, MONTH)
+    finally:
+        await engine.dispose()

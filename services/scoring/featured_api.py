@@ -8,11 +8,15 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scoring import consumer, featured
-from services.scoring.models import FrozenWeek
+from services.scoring.models import CertifiedCreator, FeaturedScore, FrozenWeek
 from shared.errors import Conflict, Forbidden, Unauthorized, ValidationFailed, error_responses
 from shared.money import Money
+from shared.program_settings import settings_in_force
+from shared.settings import Settings
 from shared.web import Admin, ContextDep, Reader, SessionDep
 
 router = APIRouter(tags=["exposure"])
@@ -57,6 +61,7 @@ def _page(
     limit: int,
     offset: int,
     frozen: FrozenWeek | None,
+    bonus: Decimal,
 ) -> FeaturedWeek:
     starts, ends = featured.week_bounds(week, context.settings.timezone)
     return FeaturedWeek(
@@ -65,7 +70,7 @@ def _page(
         starts_at=starts,
         ends_at=ends,
         frozen_at=frozen.frozen_at if frozen else None,
-        bonus=frozen.bonus if frozen else context.settings.featured_post_bonus,
+        bonus=frozen.bonus if frozen else bonus,
         total=len(items),
         limit=limit,
         offset=offset,
@@ -74,6 +79,42 @@ def _page(
             for i in items[offset : offset + limit]
         ],
     )
+
+
+async def provisional(
+    session: AsyncSession, settings: Settings, week: str
+) -> list[featured.Featured]:
+    """`featured.provisional` (the same list) without ranking every post of the week: the
+    week's rows in list order (score desc from the week's index, then post time and id), a
+    chunk at a time, the per-creator cap applied as they come, until the list is full."""
+    _, end = featured.week_bounds(week, settings.timezone)
+    size, cap = settings.featured_posts_per_week, settings.featured_max_per_creator
+    chunk = max(4 * size * cap, 64)
+    while True:
+        rows = (
+            await session.execute(
+                select(FeaturedScore.post_id, FeaturedScore.creator_id, FeaturedScore.score)
+                .join(
+                    CertifiedCreator,
+                    (CertifiedCreator.creator_id == FeaturedScore.creator_id)
+                    & (CertifiedCreator.certified_at < end),
+                )
+                .where(FeaturedScore.week == week, FeaturedScore.score > 0)
+                .order_by(FeaturedScore.score.desc(), FeaturedScore.time, FeaturedScore.post_id)
+                .limit(chunk)
+            )
+        ).all()
+        chosen: list[featured.Featured] = []
+        per_creator: dict[str, int] = {}
+        for post_id, creator_id, value in rows:
+            if len(chosen) == size:
+                break
+            if per_creator.get(creator_id, 0) < cap:
+                per_creator[creator_id] = per_creator.get(creator_id, 0) + 1
+                chosen.append(featured.Featured(len(chosen) + 1, post_id, creator_id, value))
+        if len(rows) < chunk or len(chosen) == size:
+            return chosen
+        chunk *= 4
 
 
 Limit = Annotated[int, Query(ge=1, le=500)]
@@ -101,9 +142,15 @@ async def get_featured(
     items = (
         await featured.frozen(session, week)
         if frozen
-        else await featured.provisional(session, context.settings, week)
+        else await provisional(session, context.settings, week)
     )
-    return _page(week, context, items, limit, offset, frozen)
+    # provisional: the bonus the freeze would pay (in force for the month of the week's Monday)
+    if frozen:
+        bonus = frozen.bonus
+    else:
+        month = featured.week_start(week).strftime("%Y-%m")
+        bonus = (await settings_in_force(session, context.settings, month)).featured_post_bonus
+    return _page(week, context, items, limit, offset, frozen, bonus)
 
 
 @router.post(
@@ -125,4 +172,4 @@ async def freeze(
     frozen, items = await featured.freeze_week(
         session, context.settings, week, key.name, consumer.GROUP
     )
-    return _page(week, context, items, limit, 0, frozen)
+    return _page(week, context, items, limit, 0, frozen, frozen.bonus)

@@ -156,6 +156,75 @@ class CreatorMonth(Base):
     )
 
 
+# --- precomputed standings (services/scoring/standings.py) -----------------------------------
+
+
+class StandingsVersion(Base):
+    """A counter bumped in a consumer batch's transaction whenever what a key's precomputed
+    state is computed from changes: a month's creator-months or certifications (key: the month),
+    or anything recommendations read (key: `recommendations`)."""
+
+    __tablename__ = "scoring_standings_versions"
+
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
+class StandingsRefresh(Base):
+    """What a key's precomputed state was computed from: the version, a fingerprint of the
+    rules in force (and for recommendations the day and settled months), and when."""
+
+    __tablename__ = "scoring_standings_refreshes"
+
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    refreshed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    total: Mapped[int] = mapped_column(Integer)  # ranked creators, or recommendations
+    divisors: Mapped[dict | None] = mapped_column(JSONB)  # a month's, for `explain`
+    weights: Mapped[dict | None] = mapped_column(JSONB)
+
+
+class PrecomputedStanding(Base):
+    """A creator's standing in a provisional month, as of the month's last refresh: every
+    creator with a creator-month (rank null when not certified by the month's end)."""
+
+    __tablename__ = "scoring_standings"
+    __table_args__ = (Index("ix_scoring_standings_month_rank", "month", "rank"),)
+
+    month: Mapped[str] = mapped_column(CHAR(7), primary_key=True)
+    creator_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    rank: Mapped[int | None] = mapped_column(Integer)
+    score: Mapped[Decimal] = mapped_column(Numeric(9, 6))
+    certified: Mapped[bool] = mapped_column(Boolean)
+    eligible: Mapped[bool] = mapped_column(Boolean)
+    qualifying_posts: Mapped[int] = mapped_column(Integer)
+    active_days: Mapped[int] = mapped_column(Integer)
+    interactions: Mapped[int] = mapped_column(Integer)
+    quality: Mapped[Decimal] = mapped_column(Numeric(7, 6))
+    # the components are not stored: the statistics and the month's divisors give them again
+
+
+class PrecomputedRecommendation(Base):
+    """The recommended follows as of the last refresh, in list order (newcomers interleaved),
+    up to `recommendations_max`: a request reads its first `limit` rows."""
+
+    __tablename__ = "scoring_recommendations"
+
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    creator_id: Mapped[str] = mapped_column(String(128))
+    display_name: Mapped[str | None] = mapped_column(String(64))
+    score: Mapped[Decimal] = mapped_column(Numeric(12, 6))
+    recent_score: Mapped[Decimal] = mapped_column(Numeric(12, 6))
+    activity: Mapped[Decimal] = mapped_column(Numeric(12, 6))
+    growth: Mapped[Decimal] = mapped_column(Numeric(12, 6))
+    qualifying_posts: Mapped[int] = mapped_column(Integer)
+    active_days: Mapped[int] = mapped_column(Integer)
+    followers: Mapped[int | None] = mapped_column(BigInteger)
+    followers_before: Mapped[int | None] = mapped_column(BigInteger)
+    newcomer: Mapped[bool] = mapped_column(Boolean)
+
+
 class Settlement(Base):
     __tablename__ = "scoring_settlements"
 
@@ -168,6 +237,8 @@ class Settlement(Base):
 
 class SettlementEntry(Base):
     __tablename__ = "scoring_settlement_entries"
+    # a page of a settled ranking (migration 0008)
+    __table_args__ = (Index("ix_scoring_settlement_entries_month_rank", "month", "rank"),)
 
     month: Mapped[str] = mapped_column(CHAR(7), primary_key=True)
     creator_id: Mapped[str] = mapped_column(String(128), primary_key=True)

@@ -11,25 +11,36 @@ or the settlement's frozen scores), and the follower-count facts of the window.
   F_now is the latest count, F_then the latest count at or before the window's first instant
   (00:00 of its first day; else the earliest count in the window), k the damping;
 - score = w_score × recent + w_activity × activity + w_growth × growth, 6 decimals.
+
+Served precomputed (`served`): the list as of its last refresh, `recommendations_max` long, in
+`scoring_recommendations`; a read takes its first `limit` rows. It is refreshed (services/
+scoring/freshness.py) when the `recommendations` version moved (any batch that changes
+creator-months, creator-days, certifications or follower counts), the rules or the program day
+changed, a month it reads was settled, or it is older than `recommendations_max_age_seconds`
+(the newcomer flag and the window move with the clock); not within `standings_refresh_seconds`
+of the last refresh. `recommend` is the same computation, fresh, on the exact standings.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from sqlalchemy import and_, delete, func, select, tuple_
 from sqlalchemy.dialects.postgresql import distinct_on
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.scoring import months, standings
+from services.scoring import freshness, months, standings, standings_table
 from services.scoring.models import (
     CertifiedCreator,
     CreatorDay,
     FollowerCount,
     Post,
+    PrecomputedRecommendation,
+    PrecomputedStanding,
     Settlement,
     SettlementEntry,
 )
@@ -84,28 +95,46 @@ def _previous_month(month: str) -> str:
     return f"{year - 1}-12" if number == 1 else f"{year}-{number - 1:02d}"
 
 
-async def _month_scores(
-    session: AsyncSession, settings: Settings, month: str, creators: set[str]
-) -> dict[str, Decimal]:
-    """The candidates' scores in a month: frozen once settled, live before."""
-    if await session.get(Settlement, month) is not None:
-        rows = await session.execute(
-            select(SettlementEntry.creator_id, SettlementEntry.score).where(
-                SettlementEntry.month == month, SettlementEntry.creator_id.in_(creators)
-            )
+MonthScores = Callable[[AsyncSession, Settings, str], Awaitable[dict[str, Decimal]]]
+
+
+async def _settled_scores(session: AsyncSession, month: str) -> dict[str, Decimal] | None:
+    if await session.get(Settlement, month) is None:
+        return None
+    rows = await session.execute(
+        select(SettlementEntry.creator_id, SettlementEntry.score).where(
+            SettlementEntry.month == month
         )
-        return dict(rows.all())
-    return {
-        s.creator_id: s.score
-        for s in await standings.standings(session, settings, month)
-        if s.creator_id in creators
-    }
+    )
+    return dict(rows.all())
+
+
+async def exact_scores(session: AsyncSession, settings: Settings, month: str):
+    """Every creator's score in a month: frozen once settled, the exact standings before."""
+    settled = await _settled_scores(session, month)
+    if settled is not None:
+        return settled
+    return {s.creator_id: s.score for s in await standings.standings(session, settings, month)}
+
+
+async def table_scores(session: AsyncSession, settings: Settings, month: str):
+    """Every creator's score in a month: frozen once settled, the precomputed table before."""
+    settled = await _settled_scores(session, month)
+    if settled is not None:
+        return settled
+    rows = await session.execute(
+        select(PrecomputedStanding.creator_id, PrecomputedStanding.score).where(
+            PrecomputedStanding.month == month
+        )
+    )
+    return dict(rows.all())
 
 
 async def _followers(
-    session: AsyncSession, creators: set[str], since: datetime, now: datetime
+    session: AsyncSession, creators, since: datetime, now: datetime
 ) -> tuple[dict[str, int], dict[str, int]]:
-    """(latest count at or before now, the count growth is measured from) per creator."""
+    """(latest count at or before now, the count growth is measured from) per creator of the
+    `creators` subquery (no list of ids: there may be 100,000)."""
 
     async def one(condition, order) -> dict[str, int]:
         rows = await session.execute(
@@ -128,7 +157,7 @@ def growth_part(latest: int | None, before: int | None, settings: Settings) -> D
     """Relative growth, log-damped: ln((now + k) / (then + k)), 0 when it fell or is unknown,
     full marks at a damped ratio of `recommendation_growth_full`."""
     if latest is None or before is None:
-        return Decimal(0)
+        return Decimal(0).quantize(PLACES)  # 6 decimals, like every part
     k = settings.recommendation_followers_damping
     ratio = math.log((latest + k) / (before + k)) / math.log(settings.recommendation_growth_full)
     return Decimal(str(min(1.0, max(0.0, ratio)))).quantize(PLACES, ROUND_HALF_EVEN)
@@ -150,44 +179,52 @@ def interleave_newcomers(ranked: list[Recommendation], every: int, limit: int):
     return chosen
 
 
+def _window(settings: Settings, now: datetime) -> tuple[datetime, str, str]:
+    local = now.astimezone(settings.timezone)
+    window = settings.recommendation_window_days
+    start = (local - timedelta(days=window - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return start, start.strftime("%Y-%m-%d"), local.strftime("%Y-%m-%d")
+
+
 async def recommend(
-    session: AsyncSession, settings: Settings, limit: int, now: datetime
+    session: AsyncSession,
+    settings: Settings,
+    limit: int,
+    now: datetime,
+    scores: MonthScores = exact_scores,
 ) -> list[Recommendation]:
     """The recommended creators as of `now` (the server's clock; days in the program zone)."""
     zone = settings.timezone
-    local = now.astimezone(zone)
     window = settings.recommendation_window_days
-    start = (local - timedelta(days=window - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    first_day, today = start.strftime("%Y-%m-%d"), local.strftime("%Y-%m-%d")
+    start, first_day, today = _window(settings, now)
     newcomer_since = now - timedelta(days=settings.recommendation_newcomer_days)
 
     active_day = func.count().label("active_days")
-    rows = (
-        await session.execute(
-            select(
-                CertifiedCreator.creator_id,
-                CertifiedCreator.display_name,
-                CertifiedCreator.certified_at,
-                func.sum(CreatorDay.qualifying_posts).label("qualifying_posts"),
-                active_day,
-            )
-            .join(CreatorDay, CreatorDay.creator_id == CertifiedCreator.creator_id)
-            .where(
-                CertifiedCreator.certified_at <= now,
-                CreatorDay.day >= first_day,
-                CreatorDay.day <= today,
-                CreatorDay.qualifying_posts > 0,
-            )
-            .group_by(CertifiedCreator.creator_id)
+    active = (
+        select(
+            CertifiedCreator.creator_id,
+            CertifiedCreator.display_name,
+            CertifiedCreator.certified_at,
+            func.sum(CreatorDay.qualifying_posts).label("qualifying_posts"),
+            active_day,
         )
-    ).all()
+        .join(CreatorDay, CreatorDay.creator_id == CertifiedCreator.creator_id)
+        .where(
+            CertifiedCreator.certified_at <= now,
+            CreatorDay.day >= first_day,
+            CreatorDay.day <= today,
+            CreatorDay.qualifying_posts > 0,
+        )
+        .group_by(CertifiedCreator.creator_id)
+    )
+    rows = (await session.execute(active)).all()
     if not rows:
         return []
-    creators = {row.creator_id for row in rows}
     month = month_of(now, zone)
-    this_month = await _month_scores(session, settings, month, creators)
-    last_month = await _month_scores(session, settings, _previous_month(month), creators)
-    latest, before = await _followers(session, creators, start, now)
+    this_month = await scores(session, settings, month)
+    last_month = await scores(session, settings, _previous_month(month))
+    active_ids = active.with_only_columns(CertifiedCreator.creator_id)
+    latest, before = await _followers(session, active_ids, start, now)
 
     weights = (
         settings.recommendation_weight_score,
@@ -218,3 +255,109 @@ async def recommend(
         )
     ranked.sort(key=lambda r: (-r.score, r.creator_id))
     return interleave_newcomers(ranked, settings.recommendation_newcomer_every, limit)
+
+
+# --- precomputed ---------------------------------------------------------------------------------
+
+KEY = standings.RECOMMENDATIONS
+COLUMNS = [
+    "position",
+    "creator_id",
+    "display_name",
+    "score",
+    "recent_score",
+    "activity",
+    "growth",
+    "qualifying_posts",
+    "active_days",
+    "followers",
+    "followers_before",
+    "newcomer",
+]
+_SETTINGS = (
+    "recommendations_max",
+    "recommendation_weight_score",
+    "recommendation_weight_activity",
+    "recommendation_weight_growth",
+    "recommendation_window_days",
+    "recommendation_followers_damping",
+    "recommendation_growth_full",
+    "recommendation_newcomer_days",
+    "recommendation_newcomer_every",
+    "program_timezone",
+)
+
+
+async def fingerprint(session: AsyncSession, settings: Settings, now: datetime) -> str:
+    """What the list depends on besides the `recommendations` version: its settings, the
+    program day (the window), and for the two months it reads, the rules in force and
+    whether they are settled."""
+    month = month_of(now, settings.timezone)
+    read = (month, _previous_month(month))
+    settled = set(await session.scalars(select(Settlement.month).where(Settlement.month.in_(read))))
+    rules = [await standings_table.fingerprint_of(session, settings, m) for m in read]
+    return freshness.fingerprint(
+        tuple(getattr(settings, name) for name in _SETTINGS),
+        _window(settings, now)[2],
+        tuple((m, m in settled, r) for m, r in zip(read, rules, strict=True)),
+    )
+
+
+async def refresh(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    *,
+    wait: bool,
+    now: datetime | None = None,
+) -> bool:
+    """Recompute the stored list if it is stale (checked again under its lock); True if it did.
+    The months it reads are refreshed first when stale."""
+    now = now or datetime.now(UTC)
+    month = month_of(now, settings.timezone)
+    for read in (month, _previous_month(month)):
+        await standings_table.refresh(sessionmaker, settings, read, wait=True, now=now)
+    async with sessionmaker() as session, session.begin():
+        if not await freshness.lock(session, KEY, wait=wait):
+            return False
+        await freshness.allow_long_computation(session)
+        fingerprint_now = await fingerprint(session, settings, now)
+        state = await freshness.state(session, KEY)
+        if not state.stale(fingerprint_now, now, settings.recommendations_max_age_seconds):
+            return False
+        items = await recommend(
+            session, settings, settings.recommendations_max, now, scores=table_scores
+        )
+        await session.execute(delete(PrecomputedRecommendation))
+        records = [
+            (position, *(getattr(item, name) for name in COLUMNS[1:]))
+            for position, item in enumerate(items, start=1)
+        ]
+        await freshness.copy_rows(
+            session, PrecomputedRecommendation.__tablename__, COLUMNS, records
+        )
+        await freshness.record(session, KEY, state.version, fingerprint_now, len(items))
+    return True
+
+
+async def served(
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    limit: int,
+) -> list[Recommendation]:
+    """The first `limit` of the stored list, refreshed first if due."""
+    now = datetime.now(UTC)
+    state = await freshness.state(session, KEY)
+    due = state.due(
+        await fingerprint(session, settings, now),
+        now,
+        settings.standings_refresh_seconds,
+        settings.recommendations_max_age_seconds,
+    )
+    if due:
+        wait = standings_table.must_wait(state, settings.standings_refresh_seconds)
+        await refresh(sessionmaker, settings, wait=wait, now=now)
+    rows = await session.scalars(
+        select(PrecomputedRecommendation).order_by(PrecomputedRecommendation.position).limit(limit)
+    )
+    return [Recommendation(**{name: getattr(r, name) for name in COLUMNS[1:]}) for r in rows]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated
 
@@ -47,8 +46,9 @@ async def get_recommended_creators(
 ) -> Recommendations:
     """Certified creators to recommend following: recent score, activity and follower growth
     blended, newcomers interleaved (docs/rules.md). `limit` defaults to `recommendations_size`
-    and is capped at `recommendations_max`."""
+    and is capped at `recommendations_max`. Served from the list precomputed at most
+    `standings_refresh_seconds` before a change (docs/rules.md)."""
     settings = context.settings
     size = min(limit or settings.recommendations_size, settings.recommendations_max)
-    items = await recommendations.recommend(session, settings, size, datetime.now(UTC))
+    items = await recommendations.served(session, context.sessionmaker, settings, size)
     return Recommendations(items=[RecommendedCreator(**vars(item)) for item in items])

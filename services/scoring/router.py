@@ -8,13 +8,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Response
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from services.scoring import consumer, explain, leaderboard, settlement, standings
-from services.scoring.models import CreatorMonth, Post, Settlement
+from services.scoring import consumer, explain, leaderboard, settlement, standings, standings_table
+from services.scoring.models import CreatorMonth, Post, Settlement, SettlementEntry
 from shared.errors import Conflict, Forbidden, NotFound, Unauthorized, error_responses
 from shared.language import preferred_language
 from shared.money import Money
+from shared.program_settings import settings_in_force
 from shared.program_time import MONTH
 from shared.web import Admin, ContextDep, Reader, SessionDep
 
@@ -120,13 +121,12 @@ async def get_creator_month(
     if row is None:
         raise NotFound(f"no activity of creator {creator_id!r} in {month}")
     settled = await session.get(Settlement, month)
-    by_creator = {s.creator_id: s for s in await standings.standings(session, settings, month)}
-    standing = by_creator[creator_id]
-    entry = None
-    if settled is not None:
-        entry = {e.creator_id: e for e in await settlement.entries_of(session, month)}.get(
-            creator_id
-        )
+    entry = await session.get(SettlementEntry, (month, creator_id)) if settled else None
+    # the frozen entry once settled; else (or not ranked) the precomputed standing
+    standing = (
+        None if entry is not None else await _live_standing(session, context, creator_id, month)
+    )
+    certified = entry is not None or bool(standing and standing.stats.certified)
     posts = await session.scalars(
         select(Post)
         .where(Post.creator_id == creator_id, Post.month == month, Post.kind.is_not(None))
@@ -146,24 +146,26 @@ async def get_creator_month(
                     ],
                 )
             )
-    minimum = settings.monthly_min_quality_posts
+    minimum = (await settings_in_force(session, settings, month)).monthly_min_quality_posts
     frozen = entry is not None
+    # provisional: the statistics the score was computed from (the table's, after its refresh)
+    stats = standing.stats if standing is not None else row
     return CreatorMonthOut(
         creator_id=creator_id,
         month=month,
         status="settled" if settled else "provisional",
         posts=row.posts,
-        qualifying_posts=entry.qualifying_posts if frozen else row.qualifying_posts,
-        missing_to_minimum=max(0, minimum - row.qualifying_posts),
-        active_days=entry.active_days if frozen else row.active_days,
-        interactions=entry.interactions if frozen else row.interactions,
-        quality=entry.quality if frozen else row.quality,
-        score=entry.score if frozen else standing.score,
-        rank=entry.rank if frozen else standing.rank,
-        certified=standing.stats.certified,
-        eligible=entry.eligible if frozen else standing.eligible,
+        qualifying_posts=entry.qualifying_posts if frozen else stats.qualifying_posts,
+        missing_to_minimum=max(0, minimum - stats.qualifying_posts),
+        active_days=entry.active_days if frozen else stats.active_days,
+        interactions=entry.interactions if frozen else stats.interactions,
+        quality=entry.quality if frozen else stats.quality,
+        score=entry.score if frozen else (standing.score if standing else Decimal(0)),
+        rank=entry.rank if frozen else (standing.rank if standing else None),
+        certified=certified,
+        eligible=entry.eligible if frozen else bool(standing and standing.eligible),
         payout=(entry.payout if frozen else Decimal("0.00")) if settled else None,
-        components=entry.components if frozen else standing.explain(),
+        components=entry.components if frozen else (standing.explain() if standing else {}),
         non_qualifying_posts=non_qualifying,
         settings=settled.settings if settled else None,
     )
@@ -180,63 +182,80 @@ async def get_ranking(
     session: SessionDep,
     context: ContextDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    # ranks are PostgreSQL integers: offset + limit must fit one (2**31 - 1 was a 500)
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1 - 500)] = 0,
 ) -> Ranking:
     """The month's ranking of certified creators: live while provisional, frozen once settled.
     Order score desc, then creator id."""
-    settled = await session.get(Settlement, month)
-    if settled is not None:
-        return await _settled_ranking(
-            session,
-            context.settings,
-            settled,
-            await settlement.entries_of(session, month),
-            limit,
-            offset,
-        )
-    ranked = [s for s in await standings.standings(session, context.settings, month) if s.rank]
-    ranked.sort(key=lambda s: s.rank)
-    page = ranked[offset : offset + limit]
+    settings = context.settings
     now = datetime.now(UTC)
-    extras = await leaderboard.extras(
-        session,
-        month,
-        {s.creator_id: s.rank for s in ranked},
-        [s.creator_id for s in page],
-        day=leaderboard.program_day(now, context.settings),
-        snapshot=True,
-        now=now,
-    )
+    day = leaderboard.program_day(now, settings)
+    found = await standings_table.page(session, month, limit, offset, day)
+    if found.settled:
+        settled = await session.get(Settlement, month)
+        return await _settled_ranking(session, settings, settled, limit, offset)
+    refresher = context.sessionmaker
+    if await standings_table.refresh_if_due(session, refresher, settings, found.state, now):
+        found = await standings_table.page(session, month, limit, offset, day)
     return Ranking(
         month=month,
         status="provisional",
-        pool=context.settings.monthly_pool,
-        total=len(ranked),
+        pool=(await settings_in_force(session, settings, month)).monthly_pool,
+        total=found.total,
         limit=limit,
         offset=offset,
-        entries=[_entry(s, extras) for s in page],
+        entries=[
+            RankingEntry(**{n: getattr(s, n) for n in _ENTRY_FIELDS}, **vars(extras))
+            for s, extras in found.entries
+        ],
     )
+
+
+async def _live_standing(session, context, creator_id: str, month: str):
+    """The creator's standing in the month's precomputed table, refreshed first if due. A
+    creator-month newer than the table (within the refresh interval) refreshes it, waiting for
+    the lock; failing that (a refresh elsewhere still running), the exact standings."""
+    settings = context.settings
+    state, standing = await standings_table.of_creator(session, month, creator_id)
+    now = datetime.now(UTC)
+    if await standings_table.refresh_if_due(session, context.sessionmaker, settings, state, now):
+        _, standing = await standings_table.of_creator(session, month, creator_id)
+    if standing is None:
+        await standings_table.refresh(context.sessionmaker, settings, month, wait=True)
+        _, standing = await standings_table.of_creator(session, month, creator_id)
+    if standing is None:
+        by_creator = {s.creator_id: s for s in await standings.standings(session, settings, month)}
+        standing = by_creator.get(creator_id)
+    return standing
 
 
 async def _settled_ranking(
-    session, settings, settled: Settlement, entries, limit: int, offset: int
+    session, settings, settled: Settlement, limit: int, offset: int
 ) -> Ranking:
-    page = entries[offset : offset + limit]
+    month = settled.month
+    total = await session.scalar(select(func.count()).where(SettlementEntry.month == month))
+    page = list(
+        await session.scalars(
+            select(SettlementEntry)
+            .where(
+                SettlementEntry.month == month,
+                SettlementEntry.rank.between(offset + 1, offset + limit),
+            )
+            .order_by(SettlementEntry.rank)
+        )
+    )
     extras = await leaderboard.extras(
         session,
-        settled.month,
-        {e.creator_id: e.rank for e in entries},
-        [e.creator_id for e in page],
+        month,
+        {e.creator_id: e.rank for e in page},
         day=leaderboard.program_day(settled.settled_at, settings),
-        snapshot=False,
-        now=settled.settled_at,
     )
     return Ranking(
-        month=settled.month,
+        month=month,
         status="settled",
         pool=settled.pool,
         settled_at=settled.settled_at,
-        total=len(entries),
+        total=total,
         limit=limit,
         offset=offset,
         entries=[_entry(e, extras) for e in page],
@@ -261,6 +280,4 @@ async def settle(
     settled = await settlement.settle_month(
         session, context.settings, month, key.name, consumer.GROUP
     )
-    return await _settled_ranking(
-        session, context.settings, settled, await settlement.entries_of(session, month), limit, 0
-    )
+    return await _settled_ranking(session, context.settings, settled, limit, 0)

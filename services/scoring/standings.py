@@ -1,17 +1,20 @@
 """A month's standings: every creator with activity, scored and ranked by the settings in force
-for that month."""
+for that month. Computed exactly here (the settlement, a refresh); reads are served from the
+precomputed table (`standings_table.py`), whose version `touch` moves in the consumer's batch."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
 from sqlalchemy import literal, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.scoring import months as creator_months  # imports this module: no names from it
 from services.scoring import score
-from services.scoring.models import CertifiedCreator, CreatorMonth
-from services.scoring.months import month_bounds
+from services.scoring.models import CertifiedCreator, CreatorMonth, StandingsVersion
 from shared.program_settings import settings_in_force
 from shared.settings import Settings
 
@@ -19,7 +22,7 @@ from shared.settings import Settings
 async def standings(session: AsyncSession, settings: Settings, month: str):
     """Every creator with activity in the month, scored and ranked by the settings in force."""
     settings = await settings_in_force(session, settings, month)
-    _, end = month_bounds(month, settings)
+    _, end = creator_months.month_bounds(month, settings)
     certified = (
         select(literal(True))
         .where(
@@ -28,17 +31,27 @@ async def standings(session: AsyncSession, settings: Settings, month: str):
         )
         .exists()
     )
-    rows = await session.execute(select(CreatorMonth, certified).where(CreatorMonth.month == month))
+    # columns, not ORM objects: a month may have 100,000 creators
+    rows = await session.execute(
+        select(
+            CreatorMonth.creator_id,
+            CreatorMonth.qualifying_posts,
+            CreatorMonth.active_days,
+            CreatorMonth.interactions,
+            CreatorMonth.quality,
+            certified,
+        ).where(CreatorMonth.month == month)
+    )
     stats = [
         score.CreatorStats(
-            creator_id=row.creator_id,
-            qualifying_posts=row.qualifying_posts,
-            active_days=row.active_days,
-            interactions=row.interactions,
-            quality=row.quality,
+            creator_id=creator_id,
+            qualifying_posts=qualifying_posts,
+            active_days=active_days,
+            interactions=interactions,
+            quality=quality,
             certified=is_certified,
         )
-        for row, is_certified in rows
+        for creator_id, qualifying_posts, active_days, interactions, quality, is_certified in rows
     ]
     rules = score.Rules.from_settings(settings)
     month_scores = score.score_month(stats, rules)
@@ -47,6 +60,33 @@ async def standings(session: AsyncSession, settings: Settings, month: str):
         Standing(by_creator[c.creator_id], c, month_scores.divisors, rules.weights)
         for c in month_scores.creators
     ]
+
+
+RECOMMENDATIONS = "recommendations"  # the version key of the recommendations' inputs
+
+
+async def touch(session: AsyncSession, months: Iterable[str]) -> None:
+    """Bump the version of each month and of the recommendations, in the caller's transaction:
+    the precomputed state of a key whose version moved is refreshed on its next read.
+
+    One statement, keys sorted (a month "YYYY-MM" sorts before "recommendations"): batches
+    that touch the same keys take the row locks in one order, so they queue, never deadlock.
+    A transaction that calls it twice must only add `recommendations` the second time."""
+    keys = sorted(set(months)) + [RECOMMENDATIONS]
+    statement = insert(StandingsVersion).values([{"key": k, "version": 1} for k in keys])
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["key"], set_={"version": StandingsVersion.version + 1}
+        )
+    )
+
+
+async def months_of_creator(session: AsyncSession, creator_id: str) -> set[tuple[str, str]]:
+    """The creator's (creator, month) pairs with a creator-month: what a certification changes."""
+    rows = await session.scalars(
+        select(CreatorMonth.month).where(CreatorMonth.creator_id == creator_id)
+    )
+    return {(creator_id, month) for month in rows}
 
 
 @dataclass(frozen=True)
