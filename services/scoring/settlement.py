@@ -6,6 +6,9 @@ Settling twice, or by two operators at once, gives the one settlement: a transac
 advisory lock per month, then the stored settlement if there is one. The `month.settled`
 events (one or more parts) are appended to the log in the same transaction; the badges service
 turns them into pool shares, streaks and gifts. Scoring never writes badges' tables.
+
+The pool, the weights and the minimum are those of the program settings in force for the month
+(shared/program_settings.py); the settlement keeps the values it used (`rule_settings`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from shared.bus import log as event_log
 from shared.bus import positions
 from shared.errors import Conflict
 from shared.events import INTERNAL_SOURCE, PROGRAM_SUBJECT, IncomingEvent, MonthSettled
+from shared.program_settings import settings_in_force
 from shared.settings import Settings
 
 SETTLE_LOCK_CLASS = 0x6361_0004
@@ -94,15 +98,16 @@ async def settle_month(
         return settled
     await ensure_caught_up(session, group)
 
+    rules = await settings_in_force(session, settings, month)  # what standings score with too
     ranked = [s for s in await standings.standings(session, settings, month) if s.rank]
     payouts = score.split_pool(
-        settings.monthly_pool, {s.creator_id: s.score for s in ranked if s.eligible}
+        rules.monthly_pool, {s.creator_id: s.score for s in ranked if s.eligible}
     )
     settlement = Settlement(
         month=month,
         settled_at=now,
-        pool=settings.monthly_pool,
-        settings=rule_settings(settings),
+        pool=rules.monthly_pool,
+        settings=rule_settings(rules),
         settled_by=settled_by,
     )
     session.add(settlement)
@@ -136,7 +141,7 @@ async def settle_month(
         )
         if c not in with_entry
     ]
-    await event_log.append(session, _settled_events(settings, month, now, entries, quiet))
+    await event_log.append(session, _settled_events(rules, month, now, entries, quiet))
     SETTLEMENTS.inc()
     return settlement
 
