@@ -10,12 +10,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 # Every module that defines tables, so Base.metadata holds the whole schema.
 import services.badges.models  # noqa: F401
+import services.console.sessions  # noqa: F401
 import services.scoring.models  # noqa: F401
 import shared.auth  # noqa: F401
 import shared.bus.dead_letters  # noqa: F401
 import shared.bus.log  # noqa: F401
 import shared.bus.positions  # noqa: F401
 import shared.bus.relay  # noqa: F401
+import shared.program_settings  # noqa: F401
 from shared.db import Base
 
 # Processes that start together on a fresh embedded database all migrate it: one at a time.
