@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
 
 LAG = Gauge("creator_activity_consumer_lag", "Accepted events not yet processed", ["group"])
+DEAD_LETTERS = Gauge(
+    "creator_activity_dead_letters", "Events parked in dead_letters now, by group", ["group"]
+)
 
 
 class GroupLag(BaseModel):
@@ -111,7 +114,25 @@ async def metrics(request: Request, context: ContextDep) -> Response:
             LAG.labels(group).set(lag)
     except Exception as exc:  # metrics must still be served when the bus is away
         logger.warning("cannot compute consumer lag", extra={"error": repr(exc)})
+    # Read at each scrape: what is parked now (a replay removes it), and the services' gauges
+    # (runtime.py, `Service.metrics`).
+    refreshers = [_refresh_dead_letters, *getattr(request.app.state, "metrics_refreshers", ())]
+    for refresh in refreshers:
+        try:
+            await refresh(context)
+        except Exception as exc:  # the database is away: the other metrics are still served
+            logger.warning(
+                "cannot refresh a metric", extra={"metric": refresh.__name__, "error": repr(exc)}
+            )
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _refresh_dead_letters(context: Context) -> None:
+    async with context.sessionmaker() as session:
+        parked = await dead_letters.counts(session)
+    DEAD_LETTERS.clear()  # a group whose letters were all replayed is back to 0 (no await here)
+    for group in {*context.groups, *parked}:
+        DEAD_LETTERS.labels(group).set(parked.get(group, 0))
 
 
 @router.get(

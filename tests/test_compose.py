@@ -118,7 +118,8 @@ def container_port(command: list[str]) -> int:
 
 
 def test_compose_file_has_every_service() -> None:
-    assert set(services()) >= {"postgres", "kafka", *APP_SERVICES}
+    # prometheus and grafana: the dashboards (tests/test_dashboards.py)
+    assert set(services()) >= {"postgres", "kafka", *APP_SERVICES, "prometheus", "grafana"}
 
 
 def test_compose_file_follows_the_compose_specification() -> None:
@@ -288,6 +289,16 @@ def test_named_volumes_are_declared() -> None:
             if not source.startswith((".", "/", "~")):
                 assert source in declared, f"{name}: volume {source!r} is not declared"
     assert services()["postgres"].get("volumes"), "the database would not survive the container"
+
+
+def test_bind_mounts_name_files_of_the_repository() -> None:
+    """Prometheus's and Grafana's configuration come from deploy/: a typo would start them with
+    an empty directory (Docker creates a missing source) instead of failing."""
+    for name, service in services().items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if source.startswith("./"):
+                assert (REPO / source).exists(), f"{name}: {source} is not in the repository"
 
 
 # --- Dockerfile ---------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, status
+from prometheus_client import Gauge
 from pydantic import BaseModel
 from sqlalchemy import select
 
@@ -14,11 +15,23 @@ from services.badges.models import Application
 from services.badges.schemas import Money, RewardOut
 from shared.errors import Conflict, Forbidden, Unauthorized, error_responses
 from shared.program_time import MONTH, current_month
-from shared.web import Admin, ContextDep, Reader, SessionDep
+from shared.web import Admin, Context, ContextDep, Reader, SessionDep
 
 router = APIRouter(tags=["badges"])
 
 MonthParam = Annotated[str, Path(pattern=MONTH.pattern, examples=["2026-12"])]
+
+# The pool as the database holds it, read at each scrape of /metrics (runtime.py,
+# `Service.metrics`): right in every process serving this API, restarts included.
+VOUCHERS_ISSUED = Gauge("creator_activity_vouchers_issued", "New-creator vouchers issued")
+VOUCHERS_CAP = Gauge("creator_activity_vouchers_cap", "New-creator vouchers the pool holds")
+
+
+async def refresh_voucher_gauges(context: Context) -> None:
+    async with context.sessionmaker() as session:
+        cap, issued = await vouchers.pool(session, context.settings)
+    VOUCHERS_CAP.set(cap)
+    VOUCHERS_ISSUED.set(issued)
 
 
 class VoucherPool(BaseModel):
