@@ -23,6 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from shared.routes import allowed_methods
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_RETRY_AFTER_S = 5
@@ -101,8 +103,22 @@ class Unavailable(AppError):
 
 
 def error_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses=` entries for the errors an endpoint may raise."""
-    return {e.status_code: {"description": e.error} for e in errors}
+    """OpenAPI `responses=` entries for the errors an endpoint may raise besides those every
+    operation of its kind may answer (shared/openapi.py adds those, and the error shape)."""
+    by_status: dict[int, list[str]] = {}
+    for error in errors:
+        by_status.setdefault(error.status_code, []).append(error.error)
+    return {status: {"description": ", ".join(names)} for status, names in by_status.items()}
+
+
+# The `error` strings of answers that do not come from an AppError: the framework's (unknown
+# route, wrong method, FastAPI's body parsing) and a client that went away.
+HTTP_ERRORS: dict[int, tuple[str, ...]] = {
+    400: ("malformed_request", "client_disconnected"),
+    404: ("not_found",),
+    405: ("method_not_allowed",),
+    413: ("payload_too_large",),
+}
 
 
 # SQLSTATE classes and codes of a database that cannot serve now (not of a bad request):
@@ -139,9 +155,8 @@ def is_unavailable(exc: BaseException) -> bool:
 
 
 def _http_error(status_code: int) -> str:
-    known = {404: "not_found", 405: "method_not_allowed"}
-    if status_code in known:
-        return known[status_code]
+    if status_code in HTTP_ERRORS:
+        return HTTP_ERRORS[status_code][0]
     try:
         return HTTPStatus(status_code).phrase.lower().replace(" ", "_").replace("-", "_")
     except ValueError:
@@ -176,7 +191,10 @@ def install_error_handlers(app: FastAPI) -> None:
         else:
             message = str(exc.detail)
         body = {"error": _http_error(exc.status_code), "message": message}
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names only the first route of the path
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.scope))
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
     async def _database(request: Request, exc: Exception) -> JSONResponse:
         if not is_unavailable(exc):

@@ -7,7 +7,9 @@ import re
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+# Years 1900-2999: enough for any program month, and no month whose bounds leave the calendar
+# (year 0 or 9999-12 + grace was a 500).
+MONTH = re.compile(r"^((?:19|2\d)\d{2})-(0[1-9]|1[0-2])$")
 
 
 def month_of(moment: datetime, zone: ZoneInfo) -> str:

@@ -11,13 +11,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+import orjson
+from fastapi import Depends, FastAPI, Header, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.auth import ApiKey, RateLimiter, Scope, authenticate
+from shared.auth import ApiKey, RateLimiter, authenticate
+from shared.auth import Scope as KeyScope
 from shared.bus import Bus
+from shared.errors import AppError, BadRequest, PayloadTooLarge
 from shared.settings import Settings
 
 
@@ -55,22 +61,154 @@ ContextDep = Annotated[Context, Depends(get_context)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-def require(scope: Scope) -> Callable:
+def require(scope: KeyScope) -> Callable:
     """The key of the request, with that scope. Looked up on every request (a revoked key
     fails at once) on a session of its own, back in the pool before the endpoint runs; then
     the key's rate limit, if it has one."""
 
     async def dependency(
-        context: ContextDep, authorization: Annotated[str | None, Header()] = None
+        context: ContextDep,
+        # Documented as the bearer security scheme instead (shared/openapi.py).
+        authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
     ) -> ApiKey:
         async with context.sessionmaker() as session:
             key = await authenticate(session, authorization, scope)
         context.rate_limiter.check(key)
         return key
 
+    dependency.required_scope = scope  # type: ignore[attr-defined]  # for the OpenAPI document
     return dependency
 
 
-EventsWriter = Annotated[ApiKey, Depends(require(Scope.EVENTS_WRITE))]
-Reader = Annotated[ApiKey, Depends(require(Scope.READ))]
-Admin = Annotated[ApiKey, Depends(require(Scope.ADMIN))]
+EventsWriter = Annotated[ApiKey, Depends(require(KeyScope.EVENTS_WRITE))]
+Reader = Annotated[ApiKey, Depends(require(KeyScope.READ))]
+Admin = Annotated[ApiKey, Depends(require(KeyScope.ADMIN))]
+
+
+# --- request bodies ---------------------------------------------------------------------------
+
+MAX_JSON_DEPTH = 64  # nesting levels of a JSON body: ours need 3 (a batch, an event, its data)
+# Paths that read their own bodies, streaming, under a larger limit (setting `max_body_bytes`):
+# services/ingest/http_binding.py applies the same rules there.
+BULK_PATHS = frozenset({"/v1/events"})
+
+
+async def read_limited(
+    chunks: AsyncIterator[bytes], declared_length: str | None, max_bytes: int
+) -> bytes:
+    """The whole body, or PayloadTooLarge as soon as it is known to be over `max_bytes`: from
+    its Content-Length before reading anything, else while streaming (nothing more is read)."""
+    if declared_length and declared_length.isdigit() and int(declared_length) > max_bytes:
+        raise PayloadTooLarge(f"the body is over the limit of {max_bytes} bytes")
+    parts, size = [], 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"the body is over the limit of {max_bytes} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def nesting_exceeds(document: Any, max_depth: int = MAX_JSON_DEPTH) -> bool:
+    """Whether a parsed JSON document nests arrays and objects more than `max_depth` levels
+    deep (the outermost counts as 1). Level by level, no recursion; stops at `max_depth`."""
+    level = [document] if isinstance(document, (dict, list)) else []
+    for _ in range(max_depth):
+        if not level:
+            return False
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, (dict, list))
+        ]
+    return bool(level)
+
+
+def too_deep(max_depth: int = MAX_JSON_DEPTH) -> BadRequest:
+    return BadRequest(f"the JSON body nests deeper than {max_depth} levels")
+
+
+def is_depth_error(error: orjson.JSONDecodeError) -> bool:
+    """orjson refuses documents nested beyond its own limit (1,024) this way."""
+    return "depth limit" in str(error) or "recursion" in str(error).lower()
+
+
+class LimitRequestBodies:
+    """A request body (on any path but BULK_PATHS) is at most `max_bytes` (413, read no further)
+    and, when it is JSON, nests at most MAX_JSON_DEPTH levels (400): checked before routing,
+    auth or parsing, so a hostile body costs at most `max_bytes` of memory and one C parse."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in BULK_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if not _may_have_body(headers):
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await read_limited(
+                _chunks(receive), headers.get("content-length"), self.max_bytes
+            )
+            if _is_json(headers.get("content-type")):
+                _check_depth(body)
+        except AppError as error:
+            await error.response()(scope, receive, send)
+            return
+        except ClientDisconnect:
+            return  # nobody to answer
+
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if delivered:
+                return await receive()  # the disconnect, when it comes
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def install_body_limits(app: FastAPI, settings: Settings) -> None:
+    app.add_middleware(LimitRequestBodies, max_bytes=settings.max_request_body_bytes)
+
+
+def _may_have_body(headers: Headers) -> bool:
+    return headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+
+
+def _is_json(content_type: str | None) -> bool:
+    """What FastAPI would parse as JSON (application/json, application/…+json), or no type."""
+    if not content_type:
+        return True
+    media_type = content_type.split(";")[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+def _check_depth(body: bytes) -> None:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        if is_depth_error(error):
+            raise too_deep() from None
+        return  # malformed: the endpoint answers that as it always does
+    if nesting_exceeds(document):
+        raise too_deep()
+
+
+async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return

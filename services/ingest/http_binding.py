@@ -8,8 +8,9 @@ from urllib.parse import unquote_to_bytes
 import orjson
 from fastapi import Request
 
-from shared.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from shared.errors import BadRequest, UnsupportedMediaType, ValidationFailed
 from shared.events import JSON_CONTENT_TYPE
+from shared.web import is_depth_error, nesting_exceeds, read_limited, too_deep
 
 JSON = "application/json"
 STRUCTURED = "application/cloudevents+json"
@@ -26,11 +27,16 @@ async def read_submission(request: Request, max_bytes: int) -> list[Any]:
             raise UnsupportedMediaType("binary-mode data must be JSON")
     elif media_type not in (JSON, STRUCTURED, BATCH):
         raise UnsupportedMediaType(f"content type must be one of {JSON}, {STRUCTURED}, {BATCH}")
-    body = await _read_body(request, max_bytes)
+    body = await read_limited(request.stream(), request.headers.get("content-length"), max_bytes)
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if is_depth_error(exc):
+            raise too_deep() from None
         raise BadRequest(f"the body is not valid JSON: {exc}") from exc
+    # Parsed in C first (the body is capped): a level-by-level walk, no recursion anywhere.
+    if nesting_exceeds(document):
+        raise too_deep()
 
     if binary_mode:
         return [_from_binary_mode(request, document)]
@@ -41,19 +47,6 @@ async def read_submission(request: Request, max_bytes: int) -> list[Any]:
     if not isinstance(document, dict):
         raise BadRequest("an event must be a JSON object")
     return [document]
-
-
-async def _read_body(request: Request, max_bytes: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"the body is over the limit of {max_bytes} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"the body is over the limit of {max_bytes} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _from_binary_mode(request: Request, data: Any) -> dict[str, Any]:

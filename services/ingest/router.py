@@ -11,13 +11,8 @@ from services.ingest import http_binding, service
 from shared.errors import (
     BadRequest,
     Conflict,
-    Forbidden,
     PayloadTooLarge,
-    RateLimited,
-    Unauthorized,
-    Unavailable,
     UnsupportedMediaType,
-    ValidationFailed,
     error_responses,
 )
 from shared.events import EventLimits
@@ -37,35 +32,35 @@ class Accepted(BaseModel):
     events: list[EventStatus]
 
 
+_EVENT = {"$ref": "#/components/schemas/Event"}  # shared/events.py event_json_schemas
+_BATCH = {"$ref": "#/components/schemas/EventBatch"}
+REQUEST_BODY = {
+    "required": True,
+    "description": "One CloudEvent (structured mode) or a batch, as JSON of at most "
+    "`max_body_bytes` (5 MiB). `application/json` takes either. Binary mode is accepted "
+    "too: the attributes in `ce-*` headers (percent-encoded UTF-8: `ce-id`, `ce-type`, "
+    "`ce-time`, `ce-source`, `ce-specversion`, `ce-subject`, extensions), the body is `data` "
+    "(JSON, with or without a JSON Content-Type).",
+    "content": {
+        http_binding.JSON: {"schema": {"oneOf": [_EVENT, _BATCH]}},
+        http_binding.STRUCTURED: {"schema": _EVENT},
+        http_binding.BATCH: {"schema": _BATCH},
+    },
+}
+
+
 @router.post(
     "/v1/events",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Accepted,
-    responses=error_responses(
-        BadRequest,
-        Unauthorized,
-        Forbidden,
-        Conflict,
-        PayloadTooLarge,
-        UnsupportedMediaType,
-        ValidationFailed,
-        RateLimited,
-        Unavailable,
-    ),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                media: {
-                    "schema": {"type": "object" if media == http_binding.STRUCTURED else "array"}
-                }
-                for media in (http_binding.JSON, http_binding.STRUCTURED, http_binding.BATCH)
-            },
-        }
-    },
+    responses=error_responses(BadRequest, Conflict, PayloadTooLarge, UnsupportedMediaType),
+    openapi_extra={"requestBody": REQUEST_BODY},
 )
 async def post_events(request: Request, key: EventsWriter, context: ContextDep) -> Accepted:
-    """Accept one CloudEvent or a batch. Durable once this answers 202."""
+    """Accept one CloudEvent or a batch, all or nothing. Durable once this answers 202; a
+    re-sent event (same `source` and `id`, same content) is a `duplicate`. 422: an invalid
+    event (`details`: `{index, loc, msg}` each); 409: a `source` + `id` already used with other
+    content; 413: the body over `max_body_bytes` or a batch over `max_batch_events`."""
     settings = context.settings
     # The body is read and validated before any pooled connection is taken: a client that
     # trickles its body holds no connection (the key was checked on a short session of its own).
