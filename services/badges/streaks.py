@@ -138,29 +138,26 @@ async def settle(session: AsyncSession, event: BusEvent) -> None:
     settled_here = await record_months(session, settlement.month, listed.values(), event.seq)
     now = datetime.now(UTC)
     cause = [rewards.cause_of(event)]
-    for creator_id in settled_here:
-        payout = listed[creator_id].payout
-        if payout > 0:
-            await rewards.issue(
-                session,
-                rewards.NewReward(
-                    id=pool_share_id(creator_id, settlement.month),
-                    creator_id=creator_id,
-                    kind=rewards.MONTHLY_POOL_SHARE,
-                    issued_at=now,
-                    causes=cause,
-                    amount=payout,
-                    currency=POOL_CURRENCY,
-                    month=settlement.month,
-                ),
-            )
+    issue = [
+        rewards.NewReward(
+            id=pool_share_id(creator_id, settlement.month),
+            creator_id=creator_id,
+            kind=rewards.MONTHLY_POOL_SHARE,
+            issued_at=now,
+            causes=cause,
+            amount=listed[creator_id].payout,
+            currency=POOL_CURRENCY,
+            month=settlement.month,
+        )
+        for creator_id in settled_here
+        if listed[creator_id].payout > 0
+    ]
     creators = [c for c in settled_here if listed[c].active]  # only these can gain a gift
     months = await settled_months(session, creators)
     issued = await gifts_issued(session, creators)
     for creator_id in creators:
         for month in sorted(gifts_due(months.get(creator_id, {}), issued.get(creator_id, set()))):
-            await rewards.issue(
-                session,
+            issue.append(
                 rewards.NewReward(
                     id=gift_id(creator_id, month),
                     creator_id=creator_id,
@@ -168,8 +165,9 @@ async def settle(session: AsyncSession, event: BusEvent) -> None:
                     issued_at=now,
                     causes=cause,
                     month=month,
-                ),
+                )
             )
+    await rewards.issue_many(session, issue)  # one statement, in the order above
 
 
 def pool_share_id(creator_id: str, month: str) -> str:

@@ -9,11 +9,12 @@ get two (the reward's id is derived from the creator).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import DateTime, String, func, literal, select, update
+from sqlalchemy.dialects.postgresql import ARRAY, distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.badges import rewards
@@ -44,40 +45,92 @@ class _PoolEmpty(Exception):
 
 
 async def decide(session: AsyncSession, settings: Settings, creator_id: str) -> bool:
-    """Issue the creator's voucher if it is due now: certified, none issued yet, a qualifying
-    post in the window that is known not to be deleted or removed, and the pool not empty.
-    Called whenever something the rule depends on changed; True when it issued one."""
-    certified = await session.get(CertifiedCreator, creator_id)
-    if certified is None or await session.get(Reward, voucher_id(creator_id)) is not None:
-        return False
-    start, end = window(certified.certified_at, settings.timezone)
-    post = await session.scalar(
-        select(PostFact)
-        .where(
-            PostFact.creator_id == creator_id,
-            PostFact.original.is_(True),
-            PostFact.substantial,
-            ~PostFact.deleted,
-            ~PostFact.removed,
-            PostFact.time >= start,
-            PostFact.time < end,
+    """Issue the creator's voucher if it is due now (see `decide_many`); True when it did."""
+    return bool(await decide_many(session, settings, [creator_id]))
+
+
+async def decide_many(
+    session: AsyncSession, settings: Settings, creator_ids: Sequence[str]
+) -> list[str]:
+    """Issue the vouchers due now, in the order the creators are given (first come, first
+    served): certified, none issued yet, a qualifying post in the window that is known not to
+    be deleted or removed, and the pool not empty. Called with the creators whose facts a batch
+    changed; the creators it issued one to.
+
+    Three queries for the whole batch find who is due; each due creator then claims on its own
+    (`claim`, the cap's one place). A pool seen full is full for good (`issued` only grows):
+    no claim is tried then."""
+    ids = list(dict.fromkeys(creator_ids))
+    if not ids:
+        return []
+    certified = {
+        row.creator_id: row
+        for row in await session.scalars(
+            select(CertifiedCreator).where(CertifiedCreator.creator_id.in_(ids))
         )
-        .order_by(PostFact.time, PostFact.post_id)
-        .limit(1)
+    }
+    if not certified:
+        return []
+    held = set(
+        await session.scalars(
+            select(Reward.id).where(Reward.id.in_([voucher_id(c) for c in certified]))
+        )
     )
-    if post is None:
-        return False
-    causes = [
-        {"seq": certified.seq, "type": "creator.certified"},
-        {
-            "seq": post.created_seq,
-            "source": post.source,
-            "id": post.event_id,
-            "type": "post.created",
-            "post_id": post.post_id,
-        },
-    ]
-    return await claim(session, settings, creator_id, causes)
+    candidates = [c for c in ids if c in certified and voucher_id(c) not in held]
+    if not candidates:
+        return []
+    pool_row = await session.get(VoucherPool, POOL)
+    if pool_row is not None and pool_row.issued >= pool_row.cap:
+        return []
+    zone = settings.timezone
+    windows = {c: window(certified[c].certified_at, zone) for c in candidates}
+    # Each candidate's first qualifying post in its own window: one query, DISTINCT ON.
+    bounds = (
+        select(
+            func.unnest(literal(candidates, ARRAY(String))).label("creator_id"),
+            func.unnest(literal([windows[c][0] for c in candidates], ARRAY(DateTime(True)))).label(
+                "start"
+            ),
+            func.unnest(literal([windows[c][1] for c in candidates], ARRAY(DateTime(True)))).label(
+                "end"
+            ),
+        )
+    ).subquery()
+    first_posts = {
+        post.creator_id: post
+        for post in await session.scalars(
+            select(PostFact)
+            .join(bounds, bounds.c.creator_id == PostFact.creator_id)
+            .where(
+                PostFact.original.is_(True),
+                PostFact.substantial,
+                ~PostFact.deleted,
+                ~PostFact.removed,
+                PostFact.time >= bounds.c.start,
+                PostFact.time < bounds.c.end,
+            )
+            .order_by(PostFact.creator_id, PostFact.time, PostFact.post_id)
+            .ext(distinct_on(PostFact.creator_id))
+        )
+    }
+    issued = []
+    for creator_id in candidates:
+        post = first_posts.get(creator_id)
+        if post is None:
+            continue
+        causes = [
+            {"seq": certified[creator_id].seq, "type": "creator.certified"},
+            {
+                "seq": post.created_seq,
+                "source": post.source,
+                "id": post.event_id,
+                "type": "post.created",
+                "post_id": post.post_id,
+            },
+        ]
+        if await claim(session, settings, creator_id, causes):
+            issued.append(creator_id)
+    return issued
 
 
 async def claim(

@@ -8,12 +8,13 @@ Events for a settled month are kept as facts and counted, and change nothing pai
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.scoring import duplicates, facts, featured, months, recommendations
+from services.scoring import duplicates, facts, featured, months, recommendations, standings
 from shared.events import BusEvent
 from shared.program_time import month_of
 from shared.settings import Settings
@@ -30,42 +31,50 @@ def make_handler(settings: Settings):
     zone = settings.timezone
 
     async def handle(session: AsyncSession, events: Sequence[BusEvent]) -> None:
+        by_type: dict[str, list[BusEvent]] = defaultdict(list)
+        for event in events:
+            by_type[event.type].append(event)
         touched: set[tuple[str, str]] = set()
         changed_posts: set[str] = set()
-        for event in events:
-            data = event.data
-            kind = event.type
-            if kind == "creator.certified":
-                await facts.certified(session, event)
-            elif kind in ("post.created", "post.updated"):
-                latest = await (
-                    facts.post_created(session, settings, event)
-                    if kind == "post.created"
-                    else facts.post_updated(session, event)
-                )
-                # The latest text is indexed; a creation that comes after its edit indexes the
-                # edit's stored signature (its time is only known now).
-                changed_posts |= await duplicates.index_post(
-                    session, settings, data["post_id"], data["text"] if latest else None
-                )
-                changed_posts.add(data["post_id"])
-            elif kind in ("post.deleted", "post.moderated"):
-                if kind == "post.deleted":
-                    await facts.post_deleted(session, event)
-                else:
-                    await facts.post_moderated(session, event)
-                touched |= await facts.months_of_post(session, data["post_id"])
-            elif kind in ("interaction.created", "interaction.deleted"):
-                deleted = kind == "interaction.deleted"
-                month = await facts.interaction(session, settings, event, deleted=deleted)
-                touched.add((event.creator_id, month))
-                touched.add((event.creator_id, month_of(event.time, zone)))
-            elif kind == "creator.followers_changed":
-                await facts.followers_changed(session, event)
+        # Facts first, one statement per table and kind of event (facts do not depend on the
+        # order they are applied in: tests/test_scoring_facts.py).
+        if certified := by_type["creator.certified"]:
+            await facts.certified(session, certified)
+            for event in certified:
+                # Eligibility changes: its months are rebuilt, so their standings versions move.
+                touched |= await standings.months_of_creator(session, event.creator_id)
+        await facts.posts_created(session, settings, by_type["post.created"])
+        await facts.posts_updated(session, by_type["post.updated"])
+        await facts.posts_deleted(session, by_type["post.deleted"])
+        await facts.posts_moderated(session, by_type["post.moderated"])
+        interactions = by_type["interaction.created"] + by_type["interaction.deleted"]
+        interactions.sort(key=lambda e: e.seq)
+        touched |= await facts.interactions(session, settings, interactions)
+        touched |= {(e.creator_id, month_of(e.time, zone)) for e in interactions}
+        followers_moved = bool(by_type["creator.followers_changed"])
+        await facts.followers_changed(session, by_type["creator.followers_changed"])
+        # Then the near-duplicate index: each post created or edited, once, with the text of its
+        # latest content if this batch brought it; else (an edit of an earlier batch is newer,
+        # or came before the creation and waits unindexed) the signature stored with it.
+        written = sorted(by_type["post.created"] + by_type["post.updated"], key=lambda e: e.seq)
+        latest = await facts.content_times(session, {e.data["post_id"] for e in written})
+        texts: dict[str, str | None] = {}
+        for event in written:
+            post_id = event.data["post_id"]
+            if event.time == latest.get(post_id):
+                texts[post_id] = event.data["text"]
+            else:
+                texts.setdefault(post_id, None)
+        changed_posts |= await duplicates.index_posts(session, settings, list(texts.items()))
+        changed_posts |= set(texts)
+        removed = by_type["post.deleted"] + by_type["post.moderated"]
+        touched |= await facts.months_of_posts(session, {e.data["post_id"] for e in removed})
         touched |= await facts.creator_months_of_posts(session, changed_posts)
         late = await months.recompute(session, settings, touched)
         await featured.refresh(session, settings, changed_posts | featured.touched_posts(events))
         await recommendations.refresh_days(session, settings, touched)
+        if followers_moved:  # after recompute's touch: the lock order stays months, then this
+            await standings.touch(session, ())
         if late:
             LATE_EVENTS.inc(len(late))
 

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -51,7 +51,7 @@ from functools import cache
 import numpy as np
 from datasketch import LeanMinHash, MinHash
 from datasketch.lsh import _optimal_param
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy import text as sql
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -210,18 +210,62 @@ async def index_post(
     time of a post whose newer edit came first: the edit's signature is kept, unindexed, until
     the time is known). Runs in the caller's transaction (nothing is committed here). Returns
     the ids of the posts whose `duplicate_of` changed (this one included, when it did)."""
+    return await index_posts(session, settings, [(post_id, text)])
+
+
+async def index_posts(
+    session: AsyncSession, settings: Settings, posts: Sequence[tuple[str, str | None]]
+) -> set[str]:
+    """`index_post` for each (post id, text), in that order, as one call after the other would:
+    but every band key any of them may touch is locked first, in one statement, sorted, so two
+    batches indexing posts with shared keys queue instead of deadlocking."""
+    if not posts:
+        return set()
     rule = NearDuplicateRule.from_settings(settings)
+    ids = sorted({post_id for post_id, _ in posts})
+    signatures = {text: rule.signature(text) for _, text in posts if text is not None}
+    keys: set[int] = set(
+        await session.scalars(select(PostBand.band).where(PostBand.post_id.in_(ids)))
+    )
+    for signature in signatures.values():
+        if signature is not None:
+            keys.update(rule.band_keys(signature))
+    stored = [post_id for post_id, text in posts if text is None]
+    if stored:
+        for data in await session.scalars(
+            select(Post.signature).where(Post.post_id.in_(stored), Post.signature.is_not(None))
+        ):
+            signature = signature_from_bytes(data)
+            if len(signature) == rule.permutations:
+                keys.update(rule.band_keys(signature))
+    await _lock_band_keys(session, keys)
+    changed: set[str] = set()
+    for post_id, text in posts:
+        signature = signatures.get(text) if text is not None else None
+        changed |= await _index_one(session, rule, post_id, text, signature)
+    return changed
+
+
+async def _index_one(
+    session: AsyncSession,
+    rule: NearDuplicateRule,
+    post_id: str,
+    text: str | None,
+    text_signature: LeanMinHash | None,
+) -> set[str]:
+    """One post, its band keys locked already by the caller."""
+    bands = select(func.array_agg(PostBand.band)).where(PostBand.post_id == post_id)
     row = (
         await session.execute(
-            select(Post.time, Post.signature, Post.duplicate_of)
+            select(Post.time, Post.signature, Post.duplicate_of, bands.scalar_subquery())
             .where(Post.post_id == post_id)
-            .with_for_update()
+            .with_for_update(of=Post)
         )
     ).one_or_none()
     if row is None:
         return set()
     if text is not None:
-        signature = rule.signature(text)
+        signature = text_signature
     elif row.signature is not None:
         signature = signature_from_bytes(row.signature)
         if len(signature) != rule.permutations:
@@ -230,60 +274,47 @@ async def index_post(
         signature = None
     indexed = signature if row.time is not None else None  # no time, no place in the order
     new_keys = set(rule.band_keys(indexed)) if indexed is not None else set()
-    old_keys = set(
-        (await session.scalars(select(PostBand.band).where(PostBand.post_id == post_id))).all()
-    )
-    await _lock_band_keys(session, old_keys | new_keys)
+    old_keys = set(row[3] or ())
 
     if old_keys != new_keys:
-        await session.execute(delete(PostBand).where(PostBand.post_id == post_id))
+        if old_keys:
+            await session.execute(delete(PostBand).where(PostBand.post_id == post_id))
         if new_keys:
             await session.execute(
                 insert(PostBand).on_conflict_do_nothing(),
                 [{"band": key, "post_id": post_id} for key in sorted(new_keys)],
             )
-    if text is not None:
+    new_bytes = signature_to_bytes(signature) if signature is not None else None
+    if text is not None and new_bytes != row.signature:
         await session.execute(
-            update(Post)
-            .where(Post.post_id == post_id)
-            .values(signature=signature_to_bytes(signature) if signature is not None else None)
+            update(Post).where(Post.post_id == post_id).values(signature=new_bytes)
         )
 
     this = _Indexed(post_id, row.time, indexed, row.duplicate_of)
+    current: dict[str, str | None] = {post_id: row.duplicate_of}  # what each post has now
     changes: dict[str, str | None] = {}
     # 1. This post's own original: the earliest earlier post it is similar to.
     changes[post_id] = await _earliest_similar_before(session, rule, this)
     # 2. Its copies, when its text changed: they may now be copies of another post, or none.
-    if text is not None and row.signature != (
-        signature_to_bytes(signature) if signature is not None else None
-    ):
+    #    A post that had no signature is nobody's original (similarity needs one).
+    if text is not None and row.signature is not None and row.signature != new_bytes:
         for copy in await _copies_of(session, post_id):
+            current[copy.post_id] = copy.duplicate_of
             changes[copy.post_id] = await _earliest_similar_before(session, rule, copy)
     # 3. Later posts it is similar to whose original is later (or none): it is theirs now. Their
     #    original was the earliest similar post, so nothing earlier than this one is.
     if indexed is not None and row.time is not None:
         for later in await _later_with_a_later_original(session, new_keys, this):
+            current.setdefault(later.post_id, later.duplicate_of)
             if rule.similar(indexed, later.signature):
                 changes[later.post_id] = post_id
-    changed = {
-        (pid, original)
-        for pid, original in changes.items()
-        if original != await _current_original(session, pid, this, row.duplicate_of)
-    }
+    changed = {(pid, original) for pid, original in changes.items() if original != current[pid]}
     if changed:
         await session.execute(
             sql("UPDATE scoring_posts SET duplicate_of = :original WHERE post_id = :post_id"),
             [{"post_id": pid, "original": original} for pid, original in sorted(changed)],
         )
     return {pid for pid, _ in changed}
-
-
-async def _current_original(
-    session: AsyncSession, post_id: str, this: _Indexed, this_original: str | None
-) -> str | None:
-    if post_id == this.post_id:
-        return this_original
-    return await session.scalar(select(Post.duplicate_of).where(Post.post_id == post_id))
 
 
 _CANDIDATES = (

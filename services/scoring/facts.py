@@ -1,4 +1,5 @@
-"""Scoring's facts, one upsert per event, keyed by natural keys and resolved by event time.
+"""Scoring's facts, keyed by natural keys and resolved by event time: one upsert per table and
+kind of event for a whole batch (a key met twice in a batch takes one more statement).
 
 Any order of the same events gives the same rows: content by the latest edit, the latest
 verdict, an interaction's latest state; a deletion that came before its post waits in the row.
@@ -6,9 +7,12 @@ verdict, an interaction's latest state; a deletion that came before its post wai
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,37 +31,61 @@ def _calendar(moment: datetime, settings: Settings) -> tuple[str, str]:
     return local.strftime("%Y-%m"), local.strftime("%Y-%m-%d")
 
 
-def _newer(column, moment: datetime):
-    return or_(column.is_(None), column <= moment)
+def _rounds(rows: list[dict], key: Callable[[dict], tuple]) -> list[list[dict]]:
+    """The rows as statements to run one after another: a key at most once per statement (an
+    upsert cannot touch a row twice), each key's rows in batch order, so running the rounds is
+    running the rows one by one; within a round sorted by key, so concurrent batches lock rows
+    in one order (they queue, never deadlock)."""
+    rounds: list[list[dict]] = []
+    seen: Counter[tuple] = Counter()
+    for row in rows:
+        index = seen[key(row)]
+        seen[key(row)] += 1
+        if index == len(rounds):
+            rounds.append([])
+        rounds[index].append(row)
+    return [sorted(r, key=key) for r in rounds]
 
 
-async def certified(session: AsyncSession, event: BusEvent) -> None:
-    data = event.typed_data()
-    await session.execute(
-        insert(CertifiedCreator)
-        .values(
-            creator_id=event.creator_id,
-            certified_at=data.certified_at,
-            display_name=data.display_name,
+def _post_key(row: dict) -> tuple:
+    return (row["post_id"],)
+
+
+def _newer_than_excluded(column, excluded_column):
+    return or_(column.is_(None), column <= excluded_column)
+
+
+async def certified(session: AsyncSession, events: Sequence[BusEvent]) -> None:
+    rows = []
+    for event in events:
+        data = event.typed_data()
+        rows.append(
+            {
+                "creator_id": event.creator_id,
+                "certified_at": data.certified_at,
+                "display_name": data.display_name,
+            }
         )
-        .on_conflict_do_nothing(index_elements=["creator_id"])
-    )
+    for batch in _rounds(rows, lambda r: (r["creator_id"],)):
+        await session.execute(
+            insert(CertifiedCreator).on_conflict_do_nothing(index_elements=["creator_id"]), batch
+        )
 
 
-async def followers_changed(session: AsyncSession, event: BusEvent) -> None:
+async def followers_changed(session: AsyncSession, events: Sequence[BusEvent]) -> None:
     """The square followers at the event's time: history, any arrival order (two counts at one
     instant keep the larger)."""
-    statement = insert(FollowerCount).values(
-        creator_id=event.creator_id, time=event.time, followers=event.data["followers"]
+    rows = [
+        {"creator_id": e.creator_id, "time": e.time, "followers": e.data["followers"]}
+        for e in events
+    ]
+    statement = insert(FollowerCount)
+    statement = statement.on_conflict_do_update(
+        index_elements=["creator_id", "time"],
+        set_={"followers": func.greatest(FollowerCount.followers, statement.excluded.followers)},
     )
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["creator_id", "time"],
-            set_={
-                "followers": func.greatest(FollowerCount.followers, statement.excluded.followers)
-            },
-        )
-    )
+    for batch in _rounds(rows, lambda r: (r["creator_id"], r["time"])):
+        await session.execute(statement, batch)
 
 
 def _content(text: str, image_count: int) -> dict:
@@ -68,134 +96,190 @@ def _content(text: str, image_count: int) -> dict:
     }
 
 
-async def post_created(session: AsyncSession, settings: Settings, event: BusEvent) -> bool:
-    """Record the post; True when its text is now the latest known (to index it)."""
-    data = event.data
-    month, day = _calendar(event.time, settings)
-    content = _content(data["text"], data["image_count"])
-    values = {
-        "post_id": data["post_id"],
-        "creator_id": event.creator_id,
-        "time": event.time,
-        "month": month,
-        "day": day,
-        "kind": data.get("kind", "original"),
-        **content,
-        "content_time": event.time,
-        "seq": event.seq,
-    }
-    statement = insert(Post).values(values)
-    newer = _newer(Post.content_time, event.time)  # an edit that came first keeps its text
-    update = {
-        "time": event.time,
-        "month": month,
-        "day": day,
-        "kind": values["kind"],
-        **{
-            name: case((newer, value), else_=getattr(Post, name)) for name, value in content.items()
-        },
-        "content_time": func.greatest(Post.content_time, event.time),
-        "seq": event.seq,
-    }
-    latest = await session.scalar(
-        statement.on_conflict_do_update(index_elements=["post_id"], set_=update).returning(
-            Post.content_time == event.time
+CONTENT = ("characters", "image_count", "paragraphs")
+
+
+async def _upsert_posts(session: AsyncSession, rows: list[dict], set_of: Callable[[Any], dict]):
+    """Upsert post rows round by round (`set_of(excluded)` on a conflict)."""
+    for batch in _rounds(rows, _post_key):
+        statement = insert(Post)
+        statement = statement.on_conflict_do_update(
+            index_elements=["post_id"], set_=set_of(statement.excluded)
         )
-    )
-    return bool(latest)
+        await session.execute(statement, batch)
 
 
-async def post_updated(session: AsyncSession, event: BusEvent) -> bool:
-    """New content, if it is the latest; True when it is (to index it)."""
-    data = event.data
-    content = _content(data["text"], data["image_count"])
-    newer = _newer(Post.content_time, event.time)
-    statement = insert(Post).values(
-        post_id=data["post_id"],
-        creator_id=event.creator_id,
-        **content,
-        content_time=event.time,
-        seq=event.seq,
+async def content_times(session: AsyncSession, post_ids: set[str]) -> dict[str, datetime | None]:
+    """The time of each post's latest content (the edit or creation it shows)."""
+    if not post_ids:
+        return {}
+    rows = await session.execute(
+        select(Post.post_id, Post.content_time).where(Post.post_id.in_(sorted(post_ids)))
     )
-    latest = await session.scalar(
-        statement.on_conflict_do_update(
-            index_elements=["post_id"],
-            set_={
-                **{n: case((newer, v), else_=getattr(Post, n)) for n, v in content.items()},
-                "content_time": func.greatest(Post.content_time, event.time),
+    return dict(rows.all())
+
+
+def _content_update(excluded) -> dict:
+    newer = _newer_than_excluded(Post.content_time, excluded.content_time)
+    return {
+        **{name: case((newer, excluded[name]), else_=getattr(Post, name)) for name in CONTENT},
+        "content_time": func.greatest(Post.content_time, excluded.content_time),
+        "seq": excluded.seq,
+    }
+
+
+async def posts_created(
+    session: AsyncSession, settings: Settings, events: Sequence[BusEvent]
+) -> None:
+    """Record the posts. An edit that came first keeps its text."""
+    rows = []
+    for event in events:
+        data = event.data
+        month, day = _calendar(event.time, settings)
+        rows.append(
+            {
+                "post_id": data["post_id"],
+                "creator_id": event.creator_id,
+                "time": event.time,
+                "month": month,
+                "day": day,
+                "kind": data.get("kind", "original"),
+                **_content(data["text"], data["image_count"]),
+                "content_time": event.time,
                 "seq": event.seq,
-            },
-        ).returning(Post.content_time == event.time)
-    )
-    return bool(latest)
-
-
-async def post_deleted(session: AsyncSession, event: BusEvent) -> None:
-    await session.execute(
-        insert(Post)
-        .values(
-            post_id=event.data["post_id"], creator_id=event.creator_id, deleted=True, seq=event.seq
+                "deleted": False,
+            }
         )
-        .on_conflict_do_update(index_elements=["post_id"], set_={"deleted": True})
-    )
 
-
-async def post_moderated(session: AsyncSession, event: BusEvent) -> None:
-    data = event.data
-    score = data.get("quality_score")
-    values = {"verdict": data["verdict"], "quality_score": score, "verdict_time": event.time}
-    newer = _newer(Post.verdict_time, event.time)
-    await session.execute(
-        insert(Post)
-        .values(post_id=data["post_id"], creator_id=event.creator_id, seq=event.seq, **values)
-        .on_conflict_do_update(
-            index_elements=["post_id"],
-            set_={
-                "verdict": case((newer, data["verdict"]), else_=Post.verdict),
-                "quality_score": case((newer, score), else_=Post.quality_score),
-                "verdict_time": func.greatest(Post.verdict_time, event.time),
-            },
-        )
-    )
-
-
-async def interaction(
-    session: AsyncSession, settings: Settings, event: BusEvent, *, deleted: bool
-) -> str:
-    """An (actor, post, kind) created or deleted, the latest by event time winning; its month.
-
-    A creation sets the interaction's time (and so its day and month); a deletion only its state.
-    """
-    data = event.data
-    month, day = _calendar(event.time, settings)
-    newer = _newer(Interaction.state_time, event.time)
-    values = {
-        "actor_id": data["actor_id"],
-        "post_id": data["post_id"],
-        "kind": data["kind"],
-        "creator_id": event.creator_id,
-        "time": event.time,
-        "month": month,
-        "day": day,
-        "deleted": deleted,
-        "state_time": event.time,
-    }
-    update = {
-        "deleted": case((newer, deleted), else_=Interaction.deleted),
-        "state_time": func.greatest(Interaction.state_time, event.time),
-    }
-    if not deleted:
-        update |= {
-            "time": case((newer, event.time), else_=Interaction.time),
-            "month": case((newer, month), else_=Interaction.month),
-            "day": case((newer, day), else_=Interaction.day),
+    def set_of(excluded) -> dict:
+        return {
+            "time": excluded.time,
+            "month": excluded.month,
+            "day": excluded.day,
+            "kind": excluded.kind,
+            **_content_update(excluded),
         }
-    return await session.scalar(
-        insert(Interaction)
-        .values(values)
-        .on_conflict_do_update(index_elements=["actor_id", "post_id", "kind"], set_=update)
-        .returning(Interaction.month)
+
+    await _upsert_posts(session, rows, set_of)
+
+
+async def posts_updated(session: AsyncSession, events: Sequence[BusEvent]) -> None:
+    """New content, where it is the latest."""
+    rows = [
+        {
+            "post_id": e.data["post_id"],
+            "creator_id": e.creator_id,
+            **_content(e.data["text"], e.data["image_count"]),
+            "content_time": e.time,
+            "seq": e.seq,
+            "deleted": False,
+        }
+        for e in events
+    ]
+    await _upsert_posts(session, rows, _content_update)
+
+
+async def posts_deleted(session: AsyncSession, events: Sequence[BusEvent]) -> None:
+    rows = [
+        {"post_id": e.data["post_id"], "creator_id": e.creator_id, "deleted": True, "seq": e.seq}
+        for e in events
+    ]
+    await _upsert_posts(session, rows, lambda excluded: {"deleted": True})
+
+
+async def posts_moderated(session: AsyncSession, events: Sequence[BusEvent]) -> None:
+    rows = [
+        {
+            "post_id": e.data["post_id"],
+            "creator_id": e.creator_id,
+            "seq": e.seq,
+            "verdict": e.data["verdict"],
+            "quality_score": e.data.get("quality_score"),
+            "verdict_time": e.time,
+            "deleted": False,
+        }
+        for e in events
+    ]
+
+    def set_of(excluded) -> dict:
+        newer = _newer_than_excluded(Post.verdict_time, excluded.verdict_time)
+        return {
+            "verdict": case((newer, excluded.verdict), else_=Post.verdict),
+            "quality_score": case((newer, excluded.quality_score), else_=Post.quality_score),
+            "verdict_time": func.greatest(Post.verdict_time, excluded.verdict_time),
+        }
+
+    await _upsert_posts(session, rows, set_of)
+
+
+async def interactions(
+    session: AsyncSession, settings: Settings, events: Sequence[BusEvent]
+) -> set[tuple[str, str]]:
+    """Each (actor, post, kind) created or deleted, the latest by event time winning; the
+    (creator, month) of every interaction it changed, after the change.
+
+    A creation sets the interaction's time (and so its day and month); a deletion only its
+    state."""
+    rows = []
+    for event in events:
+        data = event.data
+        month, day = _calendar(event.time, settings)
+        rows.append(
+            {
+                "actor_id": data["actor_id"],
+                "post_id": data["post_id"],
+                "kind": data["kind"],
+                "creator_id": event.creator_id,
+                "time": event.time,
+                "month": month,
+                "day": day,
+                "deleted": event.type == "interaction.deleted",
+                "state_time": event.time,
+            }
+        )
+    statement = insert(Interaction)
+    excluded = statement.excluded
+    newer = _newer_than_excluded(Interaction.state_time, excluded.state_time)
+    created_and_newer = and_(newer, ~excluded.deleted)
+    statement = statement.on_conflict_do_update(
+        index_elements=["actor_id", "post_id", "kind"],
+        set_={
+            "deleted": case((newer, excluded.deleted), else_=Interaction.deleted),
+            "state_time": func.greatest(Interaction.state_time, excluded.state_time),
+            "time": case((created_and_newer, excluded.time), else_=Interaction.time),
+            "month": case((created_and_newer, excluded.month), else_=Interaction.month),
+            "day": case((created_and_newer, excluded.day), else_=Interaction.day),
+        },
+    ).returning(Interaction.actor_id, Interaction.post_id, Interaction.kind, Interaction.month)
+    touched: set[tuple[str, str]] = set()
+    for batch in _rounds(rows, _interaction_key):
+        month_of = {
+            (actor, post, kind): month
+            for actor, post, kind, month in await session.execute(statement, batch)
+        }
+        touched |= {(row["creator_id"], month_of[_interaction_key(row)]) for row in batch}
+    return touched
+
+
+def _interaction_key(row: dict) -> tuple:
+    return (row["actor_id"], row["post_id"], row["kind"])
+
+
+async def months_of_posts(session: AsyncSession, post_ids: set[str]) -> set[tuple[str, str]]:
+    """(creator, month) of the posts themselves and of every interaction on them: what their
+    deletion or removal changes."""
+    if not post_ids:
+        return set()
+    ids = sorted(post_ids)
+    posts = await session.execute(
+        select(Post.creator_id, Post.month).where(Post.post_id.in_(ids), Post.month.is_not(None))
     )
+    interactions = await session.execute(
+        select(Interaction.creator_id, Interaction.month)
+        .where(Interaction.post_id.in_(ids))
+        .distinct()
+    )
+    return {(c, m) for c, m in posts} | {(c, m) for c, m in interactions}
 
 
 async def months_of_post(session: AsyncSession, post_id: str) -> set[tuple[str, str]]:

@@ -41,8 +41,8 @@ from decimal import Decimal, localcontext
 from zoneinfo import ZoneInfo
 
 from prometheus_client import Counter
-from sqlalchemy import delete, func, literal, select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import DateTime, String, delete, func, literal, select, text
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scoring import months, score
@@ -58,10 +58,11 @@ from services.scoring.settlement import ensure_caught_up
 from shared.bus import log as event_log
 from shared.errors import Conflict
 from shared.events import INTERNAL_SOURCE, PROGRAM_SUBJECT, BusEvent, IncomingEvent, WeekFrozen
+from shared.program_settings import settings_in_force
 from shared.settings import Settings
 
 FREEZE_LOCK_CLASS = 0x6361_0006  # 0x6361_0005: near-duplicate band keys
-WEEK = re.compile(r"^(\d{4})-W(0[1-9]|[1-4]\d|5[0-3])$")
+WEEK = re.compile(r"^((?:19|2\d)\d{2})-W(0[1-9]|[1-4]\d|5[0-3])$")  # years as MONTH's
 CENT = Decimal("0.01")
 
 FROZEN_WEEKS = Counter("creator_activity_featured_weeks_frozen_total", "Featured weeks frozen")
@@ -144,25 +145,60 @@ async def refresh(session: AsyncSession, settings: Settings, post_ids: Iterable[
     gone = [i for i in ids if i not in keep]
     if gone:
         await session.execute(delete(FeaturedScore).where(FeaturedScore.post_id.in_(gone)))
-    for post in posts:
-        week = week_of(post.time, zone)
-        distinct, engagement = await _engagement(
-            session, settings, post.post_id, freeze_after(week, settings)
-        )
+    if not posts:
+        return
+    # One query for every post: its distinct actors and engagement before its week's freeze.
+    cutoffs = {p.post_id: freeze_after(week_of(p.time, zone), settings) for p in posts}
+    engagement = await _engagements(session, settings, cutoffs)
+    rows = []
+    for post in sorted(posts, key=lambda p: p.post_id):
+        distinct, weighted = engagement.get(post.post_id, (0, 0))
         quality = months.post_quality(post, distinct, settings)
-        values = {
-            "creator_id": post.creator_id,
-            "week": week,
-            "time": post.time,
-            "quality": quality,
-            "engagement": engagement,
-            "score": featured_score(quality, engagement),
-        }
-        await session.execute(
-            insert(FeaturedScore)
-            .values(post_id=post.post_id, **values)
-            .on_conflict_do_update(index_elements=["post_id"], set_=values)
+        rows.append(
+            {
+                "post_id": post.post_id,
+                "creator_id": post.creator_id,
+                "week": week_of(post.time, zone),
+                "time": post.time,
+                "quality": quality,
+                "engagement": weighted,
+                "score": featured_score(quality, weighted),
+            }
         )
+    statement = insert(FeaturedScore)
+    names = ("creator_id", "week", "time", "quality", "engagement", "score")
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["post_id"], set_={n: statement.excluded[n] for n in names}
+        ),
+        rows,
+    )
+
+
+async def _engagements(
+    session: AsyncSession, settings: Settings, cutoffs: dict[str, datetime]
+) -> dict[str, tuple[int, int]]:
+    """{post: (distinct actors, Σ of each actor's heaviest interaction weight)}, counting the
+    interactions before each post's cut-off."""
+    ids = sorted(cutoffs)
+    bounds = select(
+        func.unnest(literal(ids, ARRAY(String))).label("post_id"),
+        func.unnest(literal([cutoffs[i] for i in ids], ARRAY(DateTime(True)))).label("before"),
+    ).subquery()
+    per_actor = (
+        months.counted_interactions(settings)
+        .join(bounds, bounds.c.post_id == Interaction.post_id)
+        .where(Interaction.time < bounds.c.before)
+        .with_only_columns(Interaction.post_id, func.max(months._weight(settings)).label("weight"))
+        .group_by(Interaction.post_id, Interaction.actor_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(per_actor.c.post_id, func.count(), func.sum(per_actor.c.weight)).group_by(
+            per_actor.c.post_id
+        )
+    )
+    return {post_id: (int(n), int(total)) for post_id, n, total in rows}
 
 
 async def rebuild(session: AsyncSession, settings: Settings, week: str | None = None) -> int:
@@ -296,13 +332,16 @@ async def freeze_week(
         return done, await frozen(session, week)
     await ensure_caught_up(session, group)
     items = await provisional(session, settings, week)
-    bonus = settings.featured_post_bonus.quantize(CENT)
+    # The bonus is a versioned program setting: the one in force for the month of the week's
+    # Monday (a change never reaches a week that had begun when it was made).
+    in_force = await settings_in_force(session, settings, week_start(week).strftime("%Y-%m"))
+    bonus = in_force.featured_post_bonus.quantize(CENT)
     week_row = FrozenWeek(
         week=week,
         frozen_at=now,
         frozen_by=frozen_by,
         bonus=bonus,
-        settings=rule_settings(settings),
+        settings=rule_settings(in_force),
     )
     session.add(week_row)
     session.add_all(

@@ -7,16 +7,17 @@ A settled month is never recomputed.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import and_, case, func, or_, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from services.scoring import score
+from services.scoring import score, standings
 from services.scoring.models import CreatorMonth, Interaction, Post, Settlement
 from shared.settings import Settings
 
@@ -140,40 +141,132 @@ async def recompute(
         )
     )
     late = [(c, m) for c, m in pairs if m in settled]
-    for creator_id, month in pairs:
-        if month in settled:
-            continue
-        await _recompute_one(session, settings, creator_id, month)
+    open_pairs = [(c, m) for c, m in pairs if m not in settled]
+    await lock_creators(session, {c for c, _ in open_pairs})
+    for start in range(0, len(open_pairs), RECOMPUTE_CHUNK):
+        await _recompute_many(session, settings, open_pairs[start : start + RECOMPUTE_CHUNK])
+    # Precomputed standings and recommendations: their versions move (keep this hook).
+    await standings.touch(session, {m for _, m in pairs if m not in settled})
     return late
 
 
-async def _recompute_one(
-    session: AsyncSession, settings: Settings, creator_id: str, month: str
-) -> None:
-    posts = await session.scalar(
-        select(func.count()).where(
-            Post.creator_id == creator_id,
-            Post.month == month,
-            Post.kind.is_not(None),
-            ~Post.deleted,
-        )
-    )
-    quality_posts = await qualifying_posts(session, settings, creator_id, month)
-    qualities = [post_quality(post, distinct, settings) for post, distinct in quality_posts]
-    quality = (sum(qualities, Decimal(0)) / len(qualities)) if qualities else Decimal(0)
-    values = {
-        "posts": posts,
-        "qualifying_posts": len(quality_posts),
-        "active_days": len({post.day for post, _ in quality_posts}),
-        "interactions": await received_interactions(session, settings, creator_id, month),
-        "quality": quality.quantize(score.SIX_PLACES),
-    }
+# Class of the advisory locks on creators while their derived state is rebuilt (the two-int
+# form, the creator hashed into one of CREATOR_LOCK_BUCKETS: a rescore of every creator takes a
+# bounded number of locks).
+CREATOR_LOCK_CLASS = 0x6361_0009
+CREATOR_LOCK_BUCKETS = 1024
+
+
+async def lock_creators(session: AsyncSession, creator_ids: Iterable[str]) -> None:
+    """Hold until commit a lock on each creator whose derived state this transaction rebuilds,
+    taken in one statement, sorted (no deadlock between two batches).
+
+    Two consumer processes (Kafka, several partitions) may rebuild one creator's state at once:
+    the facts of a creator arrive on its own partition, but a near-duplicate of its post, found
+    by another creator's batch, makes that batch rebuild it too. Without the lock, the one whose
+    reads missed the other's facts (not committed yet) could commit last and write stale
+    counts. With it, the second waits for the first's commit and then reads its facts
+    (READ COMMITTED: each statement sees what is committed when it starts)."""
+    buckets = sorted({zlib.crc32(c.encode()) % CREATOR_LOCK_BUCKETS for c in creator_ids})
+    if not buckets:
+        return
     await session.execute(
-        insert(CreatorMonth)
-        .values(creator_id=creator_id, month=month, **values)
-        .on_conflict_do_update(
-            index_elements=["creator_id", "month"], set_=values | {"updated_at": func.now()}
+        text(
+            "SELECT count(pg_advisory_xact_lock(:class, bucket))"
+            " FROM unnest(CAST(:buckets AS integer[])) AS bucket"
+        ),
+        {"class": CREATOR_LOCK_CLASS, "buckets": buckets},
+    )
+
+
+# Creator-months rebuilt per statement: a few queries for all of them, whatever the count
+# (bounded so that a rescore of every month stays under PostgreSQL's bind parameter limit).
+RECOMPUTE_CHUNK = 2000
+
+
+async def _recompute_many(
+    session: AsyncSession, settings: Settings, pairs: list[tuple[str, str]]
+) -> None:
+    """Rebuild these creator-months from the facts: three queries and one upsert, keys sorted
+    (two batches touching the same creator-months lock them in one order)."""
+    keys = tuple_(Post.creator_id, Post.month).in_(pairs)
+    posts = dict.fromkeys(pairs, 0)
+    rows = await session.execute(
+        select(Post.creator_id, Post.month, func.count())
+        .where(keys, Post.kind.is_not(None), ~Post.deleted)
+        .group_by(Post.creator_id, Post.month)
+    )
+    for creator_id, month, count in rows:
+        posts[(creator_id, month)] = count
+
+    actors = (
+        counted_interactions(settings)
+        .where(Interaction.post_id == Post.post_id)
+        .with_only_columns(func.count(func.distinct(Interaction.actor_id)))
+        .scalar_subquery()
+    )
+    quality_posts: dict[tuple[str, str], list] = {pair: [] for pair in pairs}
+    rows = await session.execute(
+        select(
+            Post.creator_id,
+            Post.month,
+            Post.day,
+            Post.characters,
+            Post.image_count,
+            Post.paragraphs,
+            Post.quality_score,
+            actors.label("distinct_actors"),
+        ).where(keys, qualifying(settings))
+    )
+    for row in rows:
+        quality_posts[(row.creator_id, row.month)].append(row)
+
+    per_actor_day = (
+        counted_interactions(settings)
+        .where(tuple_(Interaction.creator_id, Interaction.month).in_(pairs))
+        .with_only_columns(
+            Interaction.creator_id, Interaction.month, func.sum(_weight(settings)).label("weight")
         )
+        .group_by(Interaction.creator_id, Interaction.month, Interaction.actor_id, Interaction.day)
+        .subquery()
+    )
+    cap = settings.interaction_daily_cap_per_actor
+    received = dict.fromkeys(pairs, 0)
+    rows = await session.execute(
+        select(
+            per_actor_day.c.creator_id,
+            per_actor_day.c.month,
+            func.sum(func.least(per_actor_day.c.weight, cap)),
+        ).group_by(per_actor_day.c.creator_id, per_actor_day.c.month)
+    )
+    for creator_id, month, total in rows:
+        received[(creator_id, month)] = int(total)
+
+    values = []
+    for creator_id, month in pairs:
+        found = quality_posts[(creator_id, month)]
+        qualities = [post_quality(row, row.distinct_actors or 0, settings) for row in found]
+        quality = (sum(qualities, Decimal(0)) / len(qualities)) if qualities else Decimal(0)
+        values.append(
+            {
+                "creator_id": creator_id,
+                "month": month,
+                "posts": posts[(creator_id, month)],
+                "qualifying_posts": len(found),
+                "active_days": len({row.day for row in found}),
+                "interactions": received[(creator_id, month)],
+                "quality": quality.quantize(score.SIX_PLACES),
+            }
+        )
+    statement = insert(CreatorMonth)
+    excluded = statement.excluded
+    columns = ("posts", "qualifying_posts", "active_days", "interactions", "quality")
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["creator_id", "month"],
+            set_={name: excluded[name] for name in columns} | {"updated_at": func.now()},
+        ),
+        values,
     )
 
 

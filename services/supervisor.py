@@ -1,0 +1,180 @@
+"""One command, several processes, so that one machine's cores are all used.
+
+With `serve_web_processes` N > 1, N HTTP processes share the listening socket (the kernel hands
+each connection to one of them); each serves every API of the command. With
+`serve_workers_apart`, each consumer group runs in a process of its own (with its outbox's
+relay: badges and the rewards relay), and the events relay stays with the first HTTP process,
+where events are accepted. Nothing else changes: every process is a `Runtime` like the one a
+single process runs, on the same database and bus, so their correctness is that of N processes
+of a group, which the buses already guarantee (docs/architecture.md, "The bus").
+
+The parent only supervises: it prepares the database (the embedded PostgreSQL lives as long as
+it does), binds the port, starts the children, starts again one that dies (after a pause), and
+on SIGTERM or SIGINT stops them all; each finishes the batch in hand, as a single process does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+
+from services.runtime import SERVICES, Runtime
+from shared.logs import configure_logging
+from shared.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+STOP_WITHIN_S = 60  # a child that has not stopped by then is killed
+RESTART_PAUSE_S = 1.0
+
+
+@dataclass(frozen=True)
+class Child:
+    name: str
+    kind: str  # "web" (uvicorn on the shared socket) or "workers" (consumers only)
+    services: tuple[str, ...]  # whose routers it serves (web) or whose workers it runs
+    workers: tuple[str, ...]  # whose consumers and relays it runs
+
+
+def split(settings: Settings) -> bool:
+    return settings.serve_web_processes > 1 or settings.serve_workers_apart
+
+
+def plan(services: tuple[str, ...], settings: Settings) -> list[Child]:
+    """The processes of a command running `services` with these settings."""
+    apart = (
+        [name for name in services if SERVICES[name].consumers]
+        if settings.serve_workers_apart
+        else []
+    )
+    with_web = tuple(name for name in services if name not in apart)
+    children = [
+        Child(f"web-{i}", "web", services, with_web if i == 0 else ())
+        for i in range(settings.serve_web_processes)
+    ]
+    children += [Child(name, "workers", (name,), (name,)) for name in apart]
+    return children
+
+
+def serve(services: tuple[str, ...], settings: Settings, url: str, host: str, port: int) -> None:
+    """Run the command's processes until SIGTERM or SIGINT; then stop them all."""
+    listener = _listen(host, port)
+    context = multiprocessing.get_context("spawn")  # a clean interpreter each, no forked loop
+    children = plan(services, settings)
+    running: dict[Child, multiprocessing.process.BaseProcess] = {}
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    def start(child: Child) -> None:
+        process = context.Process(
+            target=_run_child, args=(child, url, listener), name=child.name, daemon=False
+        )
+        process.start()
+        running[child] = process
+        logger.info("process started", extra={"child": child.name, "pid": process.pid})
+
+    for child in children:
+        start(child)
+    while not stopping:
+        time.sleep(0.2)
+        for child, process in list(running.items()):
+            if not process.is_alive() and not stopping:
+                logger.error(
+                    "process exited, starting it again",
+                    extra={"child": child.name, "exit_code": process.exitcode},
+                )
+                time.sleep(RESTART_PAUSE_S)
+                start(child)
+    for process in running.values():
+        if process.is_alive():
+            process.terminate()  # SIGTERM: finish the batch in hand, then exit
+    deadline = time.monotonic() + STOP_WITHIN_S
+    for child, process in running.items():
+        process.join(max(0.1, deadline - time.monotonic()))
+        if process.is_alive():
+            logger.error("process did not stop in time; killed", extra={"child": child.name})
+            process.kill()
+            process.join(5)
+    listener.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(2048)
+    listener.set_inheritable(True)
+    return listener
+
+
+def _run_child(child: Child, url: str, listener: socket.socket) -> None:
+    _name_process(f"ca-{child.name}")
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if child.kind == "web":
+        _run_web(child, settings, url, listener)
+    else:
+        listener.close()
+        _run_loop(_run_workers(child, settings, url))
+
+
+def _run_web(child: Child, settings: Settings, url: str, listener: socket.socket) -> None:
+    import uvicorn
+
+    runtime = Runtime(settings, child.services, database_url=url, worker_services=child.workers)
+    # uvicorn stops gracefully on SIGTERM, then raises it again: exit normally on it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    config = uvicorn.Config(runtime.create_app(), log_config=None, lifespan="on")
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+async def _run_workers(child: Child, settings: Settings, url: str) -> None:
+    runtime = Runtime(settings, child.services, database_url=url, worker_services=child.workers)
+    await runtime.connect()
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopped.set)
+    runtime.start_workers()
+    try:
+        await stopped.wait()
+    finally:
+        await runtime.close()
+
+
+def _run_loop(work) -> None:
+    """uvloop when it is installed (as uvicorn does), else asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(work)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(work)
+
+
+def _name_process(name: str) -> None:
+    """The name `ps` and `top` show (Linux; at most 15 bytes), so each process can be told
+    apart when its memory or CPU is looked at; and SIGTERM when the parent dies, so that no
+    child outlives the command (on Linux)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
