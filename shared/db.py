@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import warnings
 from pathlib import Path
@@ -48,6 +49,10 @@ def start_embedded_postgres(data_dir: Path) -> str:
     data_dir.mkdir(parents=True, exist_ok=True)
     _forget_dead_users(data_dir / "pgdata")
     server = embedded_postgres.get_server(data_dir / "pgdata", cleanup_mode="stop")
+    # Run at exit before the server's own handler (atexit is last in, first out), which stops
+    # the server only when no other user is listed: a process killed since this one started is
+    # forgotten then too (tests/test_guarantees_processes.py).
+    atexit.register(_forget_dead_users, data_dir / "pgdata")
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}';")
     if "(1 row)" not in exists:
         server.psql(f"CREATE DATABASE {EMBEDDED_DATABASE};")

@@ -17,6 +17,9 @@ from tests.system import ADMIN, ADMIN_KEY, CLI, post_created, run_cli
 
 MONTH = "/v1/creators/c-1/months/2026-11"  # a read endpoint: 404 while c-1 has no activity
 
+# The ops and auth tests run on both buses (the pure ones too: they are cheap).
+pytestmark = pytest.mark.usefixtures("bus")
+
 
 async def create_key_with_cli(
     database_url: str, *scopes: str, name: str = "tester", rate_limit: int | None = None
@@ -96,11 +99,11 @@ async def test_bootstrap_admin_key_has_every_scope(system):
     assert sorted(row["scopes"]) == ["admin", "events:write", "read"]
 
 
-async def test_health_and_readiness_need_no_key(system):
+async def test_health_and_readiness_need_no_key(system, bus):
     assert (await system.client.get("/healthz")).json() == {"status": "ok"}
     ready = await system.client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "bus": "embedded"}
+    assert ready.json() == {"status": "ready", "bus": bus}
 
 
 async def test_metrics_count_events_and_report_lag(system):

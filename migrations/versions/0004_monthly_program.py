@@ -19,8 +19,13 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # The foundation's counters are replaced by creator-months derived from facts.
+    # The foundation's counters are replaced by creator-months derived from facts, built from
+    # the whole log: the scoring group starts again at its beginning (on Kafka, by a catch-up
+    # from the log), not where the foundation's group stopped (tests/test_upgrade.py).
     op.drop_table("scoring_creator_month_activity")
+    for table in ("processed_events", "dead_letters"):
+        op.execute(f"DELETE FROM {table} WHERE group_name = 'scoring'")
+    op.execute("UPDATE consumer_positions SET position = 0 WHERE group_name = 'scoring'")
     op.create_table(
         "badges_settled_months",
         sa.Column("creator_id", sa.String(length=128), nullable=False),
