@@ -11,6 +11,7 @@ import typer
 import uvicorn
 from pydantic import ValidationError
 
+from services import supervisor
 from services.runtime import ALL, CONSUMER_GROUPS, CONSUMERS, Runtime
 from services.scoring import featured, months
 from shared import db
@@ -40,6 +41,9 @@ def _serve(services: tuple[str, ...], host: str, port: int) -> None:
     configure_logging(settings.log_level, settings.log_format)
     # Before the server starts: a schema behind stops the process with one line.
     url = asyncio.run(prepare_database(settings))
+    if supervisor.split(settings):  # several processes (settings serve_web_processes, ...)
+        supervisor.serve(services, settings, url, host, port)
+        return
     runtime = Runtime(settings, services, database_url=url)
     # uvicorn turns SIGTERM/SIGINT into a graceful shutdown (workers finish their batch), then
     # raises the signal again; exiting normally on it lets atexit stop the embedded PostgreSQL.
@@ -263,6 +267,47 @@ def rescore(
     typer.echo(f"{count} creator-months rebuilt from the facts")
     if month is None:
         typer.echo(f"{posts} posts' featured scores rebuilt")
+
+
+@app.command()
+def simulate(
+    creators: Annotated[int, typer.Option(min=1, max=10_000, help="how many creators")] = 200,
+    month: Annotated[str, typer.Option(help="the month to simulate, YYYY-MM")] = "2026-10",
+    seed: Annotated[int, typer.Option(help="same seed, same month, event for event")] = 1,
+    url: Annotated[str, typer.Option(help="the running service")] = "http://127.0.0.1:8000",
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="CREATOR_ACTIVITY_API_KEY", help="a key with scope admin"),
+    ] = None,
+    top: Annotated[int, typer.Option(min=1, help="leaderboard rows shown")] = 20,
+) -> None:
+    """Post a reproducible demo month through the HTTP API of a running service, settle it
+    when it can be, and print its leaderboard and rewards. Running it again changes nothing."""
+    from zoneinfo import ZoneInfo
+
+    from rich.console import Console
+
+    from services.simulate.client import ApiError
+    from services.simulate.run import Options
+    from services.simulate.run import simulate as run_simulation
+
+    if not MONTH.match(month):
+        raise typer.BadParameter(f"{month!r}: a month is YYYY-MM", param_hint="--month")
+    if not api_key:
+        raise typer.BadParameter(
+            "an admin key: --api-key or CREATOR_ACTIVITY_API_KEY "
+            "(creator-activity api-keys create --name demo --scope admin)",
+            param_hint="--api-key",
+        )
+    zone = ZoneInfo(Settings().program_timezone)  # the zone the service counts months in
+    options = Options(creators, month, seed, url.rstrip("/"), api_key, zone, top=top)
+    console = Console()
+    try:
+        code = run_simulation(options, console)
+    except (ApiError, TimeoutError) as exc:
+        console.print(f"[red]error: {exc}")
+        raise typer.Exit(1) from exc
+    raise typer.Exit(code)
 
 
 def main() -> None:

@@ -13,11 +13,13 @@ from fastapi import APIRouter, FastAPI
 
 from services.badges import applications_api, program_api, rewards, rewards_api
 from services.badges import consumer as badges_consumer
+from services.console.router import router as console_router
 from services.ingest.router import router as ingest_router
 from services.scoring import consumer as scoring_consumer
-from services.scoring import featured_api, recommendations_api
+from services.scoring import featured_api, preview_api, program_settings_api, recommendations_api
+from services.scoring import refresher as standings_refresher
 from services.scoring.router import router as scoring_router
-from shared import db, ops
+from shared import db, ops, program_settings
 from shared.auth import Scope, ensure_key
 from shared.bus import create_bus
 from shared.bus.base import Handler
@@ -25,8 +27,9 @@ from shared.bus.processor import sleep_unless_stopped
 from shared.bus.relay import Outbox
 from shared.errors import install_error_handlers
 from shared.migrate import prepare_database
+from shared.openapi import install_openapi
 from shared.settings import Settings
-from shared.web import Context
+from shared.web import Context, install_body_limits
 
 logger = logging.getLogger(__name__)
 
@@ -38,18 +41,31 @@ class Service:
     relays_events: bool = False  # the event log's relay runs where events are accepted
     # Other outboxes the service writes, each published to its topic by a relay of its own.
     outboxes: tuple[Callable[[Settings], Outbox], ...] = ()
+    # Background loops of the service, each given the context (they stop with the bus).
+    loops: tuple[Callable[[Context], Awaitable[None]], ...] = ()
+    # Gauges the service reads from the database when /metrics is scraped (shared/ops.py).
+    metrics: tuple[Callable[[Context], Awaitable[None]], ...] = ()
 
 
 SERVICES: dict[str, Service] = {
     "ingest": Service(routers=(ingest_router,), relays_events=True),
     "scoring": Service(
-        routers=(scoring_router, featured_api.router, recommendations_api.router),
+        routers=(
+            scoring_router,
+            featured_api.router,
+            recommendations_api.router,
+            preview_api.router,
+            program_settings_api.router,
+            console_router,  # the operator page, /ops (docs/operations.md)
+        ),
         consumers=((scoring_consumer.GROUP, scoring_consumer.make_handler),),
+        loops=(standings_refresher.run,),  # precomputed standings (services/scoring/refresher.py)
     ),
     "badges": Service(
         routers=(applications_api.router, rewards_api.router, program_api.router),
         consumers=((badges_consumer.GROUP, badges_consumer.make_handler),),
         outboxes=(rewards.outbox,),
+        metrics=(program_api.refresh_voucher_gauges,),
     ),
 }
 ALL = tuple(SERVICES)
@@ -67,9 +83,15 @@ class Runtime:
         services: tuple[str, ...] = ALL,
         *,
         database_url: str | None = None,
+        worker_services: tuple[str, ...] | None = None,
     ) -> None:
         self.settings = settings
         self.services = [SERVICES[name] for name in services]
+        # Whose workers (consumers, relays) run here; None = every service's. A process of
+        # `serve` split over several (services/supervisor.py) runs some of them, or none.
+        self.worker_services = [
+            SERVICES[name] for name in (services if worker_services is None else worker_services)
+        ]
         self._database_url = database_url
         self.context: Context | None = None
         self._workers: list[asyncio.Task] = []
@@ -91,12 +113,15 @@ class Runtime:
                 await ensure_key(
                     session, "bootstrap-admin", self.settings.bootstrap_admin_key, list(Scope)
                 )
+        # The environment seeds the program settings' first version; later it only warns.
+        async with sessionmaker() as session, session.begin():
+            await program_settings.seed_or_compare(session, self.settings)
         await self.context.bus.start()
         return self.context
 
     def start_workers(self) -> None:
         bus = self.context.bus
-        for service in self.services:
+        for service in self.worker_services:
             for group, make_handler in service.consumers:
                 handler = make_handler(self.settings)
                 self._spawn(f"consumer:{group}", lambda g=group, h=handler: bus.consume(g, h))
@@ -105,6 +130,8 @@ class Runtime:
             for make_outbox in service.outboxes:
                 outbox = make_outbox(self.settings)
                 self._spawn(f"relay:{outbox.topic}", lambda o=outbox: bus.relay_outbox(o))
+            for loop in service.loops:
+                self._spawn(loop.__module__, lambda w=loop: w(self.context))
 
     async def stop_workers(self) -> None:
         """Each worker finishes the batch in hand; nothing is lost, nothing half-applied."""
@@ -158,7 +185,10 @@ class Runtime:
         if not manage_lifecycle:
             app.state.context = self.context
         install_error_handlers(app)
+        install_body_limits(app, self.settings)  # size and nesting of every body
+        install_openapi(app, self.settings)  # every error of every operation, in one place
         app.include_router(ops.router)
+        app.state.metrics_refreshers = [m for service in self.services for m in service.metrics]
         for service in self.services:
             for router in service.routers:
                 app.include_router(router)

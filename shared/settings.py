@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator, model_validator
@@ -18,6 +18,12 @@ MIN_BOOTSTRAP_KEY_CHARS = 32
 # Room kept between max_event_bytes and kafka_max_request_bytes for what the bus message and
 # the Kafka record batch add around one event.
 BUS_MESSAGE_OVERHEAD_BYTES = 16 * 1024
+# The types of the monthly program's numbers that versions may change (shared/program_settings.py):
+# an environment value and an operator's change are validated alike. A weight's upper bound keeps
+# a score (Σ weight × component ≤ Σ weights) within its column, Numeric(9, 6).
+Weight = Annotated[Decimal, Field(ge=0, le=100, decimal_places=6)]
+Amount = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)]  # USDT, in cents
+PostCount = Annotated[int, Field(ge=0)]
 
 
 class Settings(BaseSettings):
@@ -81,8 +87,26 @@ class Settings(BaseSettings):
         default=5, ge=0, description="how long /metrics reuses the consumer lag it computed"
     )
 
+    # --- the processes of one command (services/supervisor.py, docs/benchmarks.md) ----------
+    serve_web_processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="HTTP processes sharing the port, each serving every API of the command",
+    )
+    serve_workers_apart: bool = Field(
+        default=False,
+        description="run each consumer group (and the relays) in a process of its own, so the "
+        "command uses several cores; one command either way",
+    )
+
     # --- ingest -----------------------------------------------------------------------------
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
+    max_request_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="the body of any request but POST /v1/events (forms, admin actions)",
+    )
     max_batch_events: int = Field(default=1000, ge=1)
     max_event_bytes: int = Field(
         default=512 * 1024,
@@ -145,18 +169,18 @@ class Settings(BaseSettings):
     voucher_amount: Decimal = Decimal("50.00")
     qualifying_post_min_chars: int = 50
     # reward 2: monthly pool
-    monthly_pool: Decimal = Decimal("1500.00")
-    monthly_min_quality_posts: int = 30
-    weight_posts: Decimal = Decimal("0.25")
-    weight_active_days: Decimal = Decimal("0.25")
-    weight_interactions: Decimal = Decimal("0.30")
-    weight_quality: Decimal = Decimal("0.20")
+    monthly_pool: Amount = Decimal("1500.00")
+    monthly_min_quality_posts: PostCount = 30
+    weight_posts: Weight = Decimal("0.25")
+    weight_active_days: Weight = Decimal("0.25")
+    weight_interactions: Weight = Decimal("0.30")
+    weight_quality: Weight = Decimal("0.20")
     # reward 3: streaks
     streak_gift_every_months: int = 3
     # reward 5: exposure
     featured_posts_per_week: int = 10
     featured_max_per_creator: int = 2
-    featured_post_bonus: Decimal = Decimal("10.00")
+    featured_post_bonus: Amount = Decimal("10.00")
     recommendations_size: int = 20
     recommendations_max: int = Field(default=100, ge=1, description="largest `limit` of a list")
     recommendation_weight_score: Decimal = Decimal("0.50")
@@ -176,6 +200,13 @@ class Settings(BaseSettings):
     )
     recommendation_newcomer_every: int = Field(
         default=5, ge=1, description="at least one newcomer in every this many slots"
+    )
+    # precomputed standings and recommendations (services/scoring/standings.py)
+    standings_refresh_seconds: float = Field(
+        default=2.0, ge=0, description="a read serves a table this young even if it is stale"
+    )
+    recommendations_max_age_seconds: float = Field(
+        default=300.0, gt=0, description="recommendations are recomputed at least this often"
     )
     # definitions
     near_duplicate_threshold: float = Field(
@@ -230,6 +261,16 @@ class Settings(BaseSettings):
         return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
     @model_validator(mode="after")
+    def _some_weight_counts(self) -> Settings:
+        check_weights(
+            self.weight_posts,
+            self.weight_active_days,
+            self.weight_interactions,
+            self.weight_quality,
+        )
+        return self
+
+    @model_validator(mode="after")
     def _one_event_fits_a_kafka_request(self) -> Settings:
         # The bus message adds the log position and repeats creator_id; the record batch adds
         # its headers: keep that much room under the producer's limit.
@@ -261,3 +302,9 @@ class Settings(BaseSettings):
     @property
     def voucher_cap(self) -> int:
         return int(self.new_creator_pool / self.voucher_amount)
+
+
+def check_weights(*weights: Decimal) -> None:
+    """The score's weights: all zero would make every score 0 (the pool split equally)."""
+    if sum(weights) <= 0:
+        raise ValueError("the score's weights must not all be 0")

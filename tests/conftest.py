@@ -28,6 +28,18 @@ from tests.system import ADMIN_KEY, System
 
 TEMPLATE = "ca_template"
 _database_numbers = itertools.count(1)
+SETTINGS_PREFIX = "CREATOR_ACTIVITY_"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def settings_not_from_the_shell():
+    """No `CREATOR_ACTIVITY_*` of the shell reaches a test's settings or its subprocesses:
+    an exported `KAFKA_BOOTSTRAP` would turn the embedded runs into Kafka runs
+    (tests/test_guarantees.py::test_the_shells_settings_do_not_reach_the_tests)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [n for n in os.environ if n.upper().startswith(SETTINGS_PREFIX)]:
+            patch.delenv(name)
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -95,6 +107,7 @@ def make_settings(bus: str, kafka_bootstrap: str | None, **overrides) -> Setting
         consumer_retry_initial_ms=20,
         consumer_retry_max_ms=200,
         consumer_halt_retry_ms=200,
+        standings_refresh_seconds=0,  # a read after lag 0 is exact (precomputed standings)
     )
     if bus == "kafka":
         values.update(
