@@ -82,6 +82,10 @@ class KafkaBus:
         self._producer: AIOKafkaProducer | None = None
         self._producer_lock = asyncio.Lock()
         self._metadata: AIOKafkaConsumer | None = None
+        # Per topic, the highest offset the broker acked to this process in each partition:
+        # an ack at or below it means the partition started again (the broker lost its data).
+        self._acked: dict[str, dict[int, int]] = {}
+        self._lost: set[str] = set()
 
     def group_id(self, group: str) -> str:
         return f"{self.settings.kafka_group_prefix}{group}"
@@ -157,9 +161,18 @@ class KafkaBus:
         """
         poll = self.settings.consumer_poll_interval_ms / 1000
         delay = self.settings.consumer_retry_initial_ms / 1000
+        check_every = self.settings.consumer_catch_up_after_ms / 1000
+        # an empty topic is looked at as often as the groups look for missing events
+        next_check = time.monotonic() + check_every
         logger.info("relay started", extra={"topic": outbox.topic})
         while not self.stopping.is_set():
             try:
+                if outbox.topic in self._lost:
+                    await self._publish_again(outbox)
+                elif time.monotonic() >= next_check:
+                    next_check = time.monotonic() + check_every
+                    if await self._broker_lost(outbox):
+                        await self._publish_again(outbox)
                 published = await self._relay_batch(outbox)
                 delay = self.settings.consumer_retry_initial_ms / 1000
             except Exception as exc:
@@ -217,8 +230,64 @@ class KafkaBus:
             except REFUSED_FOR_GOOD as exc:  # e.g. over max_request_size: refused before sending
                 pending.append(exc)
         futures = [p for p in pending if isinstance(p, asyncio.Future)]
-        acks = iter(await asyncio.gather(*futures, return_exceptions=True))
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        self._note_acks(topic, results)
+        acks = iter(results)
         return [p if isinstance(p, BaseException) else _failure(next(acks)) for p in pending]
+
+    # --- a broker that lost its data ----------------------------------------------------------
+    # A broker restarted without its storage (or a topic deleted) has lost what the relay
+    # published, and the consumers' committed offsets: the groups apply the missing events from
+    # the log (`_keep_floor`), but readers of an outbox's topic (the rewards) would never see
+    # them. The relay notices (an offset it was acked is gone), creates the topics again, and
+    # publishes its outbox again from the start; readers dedupe by id.
+
+    def _note_acks(self, topic: str, results: list) -> None:
+        acked = self._acked.setdefault(topic, {})
+        for result in results:
+            if isinstance(result, BaseException):
+                continue
+            if result.offset <= acked.get(result.partition, -1):
+                self._lost.add(topic)  # the partition's offsets started again
+            acked[result.partition] = max(result.offset, acked.get(result.partition, -1))
+
+    async def _broker_lost(self, outbox: Outbox) -> bool:
+        """True when the topic is gone, or when every partition of it is empty although the
+        relay has published to it: the broker lost its data while this process published
+        nothing. (End offsets are not compared with the acks: some brokers, Tansu among them,
+        report less than the high watermark; an ack below an earlier one is the sign relied on,
+        `_note_acks`.)"""
+        try:
+            if outbox.topic not in await self._metadata.topics():  # fresh metadata
+                return True
+            if self._acked.get(outbox.topic):
+                return False  # acks are watched
+            partitions = self._metadata.partitions_for_topic(outbox.topic) or set()
+            topic_partitions = [TopicPartition(outbox.topic, p) for p in partitions]
+            ends = await self._metadata.end_offsets(topic_partitions) if partitions else {}
+        except KafkaError as exc:
+            logger.warning("cannot read the end offsets", extra={"error": repr(exc)})
+            return False
+        if any(ends.values()):
+            return False
+        async with self.sessionmaker() as session:
+            published = await relay.published_up_to(session, outbox.topic)
+            return published > await outbox.start(session)
+
+    async def _publish_again(self, outbox: Outbox) -> None:
+        await self.ensure_topics()
+        async with self.sessionmaker() as session, session.begin():
+            start = await outbox.start(session)
+            position = await relay.claim(session, outbox.topic, start)
+            if position is None:
+                return  # another relay holds it; it will find the loss too
+            await relay.move(session, outbox.topic, start)
+        self._acked.pop(outbox.topic, None)
+        self._lost.discard(outbox.topic)
+        logger.warning(
+            "the broker lost what the relay had published: publishing the outbox again",
+            extra={"topic": outbox.topic, "from": start, "was_at": position},
+        )
 
     # --- consumer groups ----------------------------------------------------------------------
 
