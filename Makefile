@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest-xdist workers; each starts its own embedded PostgreSQL and broker
+TEST_WORKERS ?= 2
 
 .PHONY: run test install migrate lint bench clean browser-deps
 
@@ -22,7 +24,7 @@ run: migrate
 
 test: install browser-deps
 	$(BIN)/ruff check shared services migrations tests scripts
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 # tests/browser drive Debian's Chromium (never a downloaded browser) and need the CJK fonts
 # for Chinese names. Installed here when missing and possible (root with apt-get); otherwise

@@ -175,6 +175,14 @@ def storable(value: str) -> str:
     return value
 
 
+# A free-text field stripped of whitespace must keep a character: the schema says so with this
+# pattern (Python's own whitespace, spelled out, so every regex engine reads it the same way).
+NOT_BLANK = (
+    "[^\t\n\u000b\u000c\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a"
+    "\u2028\u2029\u202f\u205f\u3000]"
+)
+
+
 MAX_ERRORS_PER_EVENT = 50
 
 

@@ -73,11 +73,23 @@ VALID = {
 }
 
 
+# Precomputed lists a read may refresh from the facts (services/scoring/freshness.py): a cache
+# of what the facts already say, not a change an input could make.
+DERIVED_ON_READ = {
+    "scoring_standings",
+    "scoring_standings_refreshes",
+    "scoring_recommendations",
+    "scoring_rank_snapshots",
+    "scoring_rank_snapshot_days",
+}
+
+
 async def snapshot(system: System) -> dict[str, list[str]]:
     """Every row of every table, as text, in a stable order."""
     tables = await system.sql(
         "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
     )
+    tables = [row for row in tables if row["tablename"] not in DERIVED_ON_READ]
     contents = {}
     for table in (row["tablename"] for row in tables):
         rows = await system.sql(f'SELECT t::text AS row FROM "{table}" AS t')

@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from services.badges.eligibility import Eligibility
-from shared.events import RFC3339Time, storable
+from shared.events import NOT_BLANK, RFC3339Time, storable
 from shared.money import Money
 
 ApplicationStatus = Literal["pending_review", "ineligible", "approved", "rejected"]
@@ -67,7 +67,7 @@ class RejectBody(BaseModel):
 
     reason: Annotated[
         str,
-        StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=500, pattern=NOT_BLANK),
         AfterValidator(storable),
     ] = Field(description="why, in words the creator can be shown (1–500 characters)")
 

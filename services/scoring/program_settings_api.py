@@ -18,7 +18,7 @@ from pydantic import (
 
 from shared import program_settings
 from shared.errors import Conflict, Forbidden, Unauthorized, ValidationFailed, error_responses
-from shared.events import storable
+from shared.events import NOT_BLANK, storable
 from shared.program_time import MONTH, current_month
 from shared.web import Admin, ContextDep, SessionDep
 
@@ -69,7 +69,7 @@ class SettingsChange(BaseModel):
     settings: ChangedSettings
     reason: Annotated[
         str,
-        StringConstraints(strip_whitespace=True, min_length=1, max_length=2000),
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=2000, pattern=NOT_BLANK),
         AfterValidator(storable),
     ] = Field(description="why, for whoever reads the history (1–2,000 characters)")
 
