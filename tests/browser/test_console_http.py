@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from shared.auth import Scope, create_key, revoke_keys
-from tests.browser.program import MONTH, apply, program_month, unique_text
+from tests.browser.program import IN_MONTH, MONTH, apply, program_month, unique_text
 from tests.system import ADMIN, ADMIN_KEY, System, post_created
 
 FORM_TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -267,6 +267,19 @@ async def test_every_page_renders(system, client):
     unknown = await client.get("/ops/creators/c-nobody")
     assert unknown.status_code == 404
     assert "has never applied" in unknown.text
+
+
+async def test_a_creator_month_says_why_it_is_not_paid_and_why_posts_do_not_qualify(system, client):
+    await program_month(system)
+    short = post_created("c-short", "c-short-tiny", time=IN_MONTH.isoformat(), text="太短了")
+    assert (await system.post_events([short])).status_code == 202
+    await system.wait_until_processed()
+    await sign_in(client)
+    page = await client.get(f"/ops/months/{MONTH}/creators/c-short")
+    assert page.status_code == 200
+    assert "1 more original quality post needed to share the pool" in page.text
+    row = re.search(r"c-short-tiny</td>.*?</tr>", page.text, re.S)
+    assert row and "too_short" in row.group(0), page.text[-2000:]
 
 
 async def test_the_voucher_pool_shows_its_latest_winners(system, client):
