@@ -11,6 +11,11 @@ status:
 - 400 and 413 where a body is read (malformed or too deeply nested JSON; over the size limit);
 - what each route declares with `error_responses(...)` (404, 409, 415, ...).
 
+Links (`LINKS`) say where an answer leads: from a created application to reading, approving or
+rejecting it and to its creator's reads; from posted events to their creator's reads. They
+are documentation, and what Schemathesis' stateful phase chains requests on
+(tests/test_fuzz_api.py).
+
 Every string a request may carry gets a pattern refusing NUL, as the service does everywhere
 (PostgreSQL text cannot hold it), and the event envelope of `POST /v1/events` is described
 type by type (shared/events.py `event_json_schemas`).
@@ -19,6 +24,7 @@ type by type (shared/events.py `event_json_schemas`).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -124,6 +130,7 @@ def build_document(app: FastAPI, settings: Settings) -> dict[str, Any]:
             }
         }
     _refuse_nul_in_request_strings(document)
+    _add_links(document)
     return document
 
 
@@ -191,7 +198,8 @@ def error_strings(status: int) -> list[str]:
 
 def _refuse_nul_in_request_strings(document: dict[str, Any]) -> None:
     """Every string of a request (parameters and bodies, through their `$ref`s) refuses NUL;
-    strings with a pattern, an enum, a const or a format already say what they may be."""
+    strings with an enum, a const, a format or a pattern for the whole string already say what
+    they may be."""
     schemas = document.get("components", {}).get("schemas", {})
     roots: list[Any] = []
     for path_item in document.get("paths", {}).values():
@@ -218,10 +226,171 @@ def _refuse_nul_in_request_strings(document: dict[str, Any]) -> None:
             if name not in seen and name in schemas:
                 seen.add(name)
                 pending.append(schemas[name])
-        if node.get("type") == "string" and not {"pattern", "enum", "const", "format"} & set(node):
-            node["pattern"] = NO_NUL
+        if node.get("type") == "string":
+            pattern = node.get("pattern")
+            if not {"pattern", "enum", "const", "format"} & set(node):
+                node["pattern"] = NO_NUL
+            elif pattern and not (pattern.startswith("^") and pattern.endswith("$")):
+                # a pattern searched for, not matched by the whole string (a visible character
+                # somewhere: shared/events.py NOT_BLANK), says nothing of the other characters
+                also = node.setdefault("allOf", [])
+                if {"pattern": NO_NUL} not in also:
+                    also.append({"pattern": NO_NUL})
         for key, value in node.items():
             if key in ("properties", "patternProperties", "$defs"):
                 pending.extend(value.values())
             elif isinstance(value, (dict, list)) and key not in ("examples", "default", "enum"):
                 pending.append(value)
+
+
+@dataclass(frozen=True)
+class Link:
+    """An OpenAPI link to the operation `method path`; `parameters` are qualified by location
+    (`path.creator_id`) and valued by runtime expressions."""
+
+    method: str
+    path: str
+    parameters: dict[str, str]
+    description: str
+
+
+APPLICATION = "$response.body#/id"
+APPLICANT = "$response.body#/creator_id"
+# The creator of the event posted, or of a batch's first event (a batch is a JSON array).
+EVENT_CREATOR = "$request.body#/data/creator_id"
+FIRST_EVENT_CREATOR = "$request.body#/0/data/creator_id"
+_MONTH_NOTE = (
+    " The month is the event's `time` in the program time zone (a runtime expression cannot "
+    "compute it); 404 until scoring has applied the event."
+)
+_APPLICATION_PATH = "/v1/applications/{application_id}"
+_APPROVE_PATH = "/v1/admin/applications/{application_id}/approve"
+_REJECT_PATH = "/v1/admin/applications/{application_id}/reject"
+_CREATOR_PATH = "/v1/creators/{creator_id}"
+_MONTH_PATH = "/v1/creators/{creator_id}/months/{month}"
+
+
+def _application_links() -> dict[str, Link]:
+    return {
+        "GetApplication": Link(
+            "GET", _APPLICATION_PATH, {"path.application_id": APPLICATION}, "The application."
+        ),
+        "GetCreator": Link(
+            "GET",
+            _CREATOR_PATH,
+            {"path.creator_id": APPLICANT},
+            "The applicant in the program: status, badges, streak, rewards.",
+        ),
+    }
+
+
+def _decision_links() -> dict[str, Link]:
+    return {
+        "ApproveApplication": Link(
+            "POST",
+            _APPROVE_PATH,
+            {"path.application_id": APPLICATION},
+            "Certify the creator (409 unless the application is pending review).",
+        ),
+        "RejectApplication": Link(
+            "POST",
+            _REJECT_PATH,
+            {"path.application_id": APPLICATION},
+            "Turn the application down (409 unless it is pending review).",
+        ),
+    }
+
+
+def _rewards_link(creator: str) -> Link:
+    return Link("GET", "/v1/rewards", {"query.creator_id": creator}, "The creator's rewards.")
+
+
+# (method, path, status) of the answer -> its links by name
+LINKS: dict[tuple[str, str, str], dict[str, Link]] = {
+    ("POST", "/v1/applications", "201"): {
+        **_application_links(),
+        **_decision_links(),
+        "ListCreatorApplications": Link(
+            "GET",
+            "/v1/admin/applications",
+            {"query.creator_id": APPLICANT},
+            "Every application of the applicant.",
+        ),
+        "GetCreatorRewards": _rewards_link(APPLICANT),
+        "GetCreatorMonth": Link(
+            "GET",
+            _MONTH_PATH,
+            {"path.creator_id": APPLICANT},
+            "The applicant's month, for any month with activity.",
+        ),
+    },
+    ("GET", _APPLICATION_PATH, "200"): {
+        **_decision_links(),
+        "GetCreator": _application_links()["GetCreator"],
+    },
+    ("POST", _APPROVE_PATH, "200"): {
+        **_application_links(),
+        "GetCreatorRewards": _rewards_link(APPLICANT),
+        "UsePromotionSlot": Link(
+            "POST",
+            "/v1/admin/creators/{creator_id}/promotion-slots/{month}",
+            {"path.creator_id": APPLICANT},
+            "Use the certified creator's promotion slot of a month (this month or later).",
+        ),
+    },
+    ("POST", _REJECT_PATH, "200"): _application_links(),
+    ("POST", "/v1/admin/creators/{creator_id}/promotion-slots/{month}", "201"): {
+        "GetCreatorRewards": Link(
+            "GET",
+            "/v1/rewards",
+            {"query.creator_id": APPLICANT, "query.month": "$response.body#/month"},
+            "The creator's rewards of that month, this slot among them.",
+        ),
+    },
+    ("POST", "/v1/events", "202"): {
+        "GetCreatorMonth": Link(
+            "GET",
+            _MONTH_PATH,
+            {"path.creator_id": EVENT_CREATOR},
+            "The month of the creator of the event posted (one event, not a batch)." + _MONTH_NOTE,
+        ),
+        "GetFirstCreatorMonth": Link(
+            "GET",
+            _MONTH_PATH,
+            {"path.creator_id": FIRST_EVENT_CREATOR},
+            "The month of the creator of a batch's first event." + _MONTH_NOTE,
+        ),
+        "GetCreator": Link(
+            "GET",
+            _CREATOR_PATH,
+            {"path.creator_id": EVENT_CREATOR},
+            "The creator of the event posted in the program (404 until they apply).",
+        ),
+        "GetCreatorRewards": _rewards_link(EVENT_CREATOR),
+    },
+}
+
+
+def _add_links(document: dict[str, Any]) -> None:
+    """Each link whose two operations this process serves (a service alone serves some)."""
+    paths = document["paths"]
+    for (method, path, status), links in LINKS.items():
+        source = paths.get(path, {}).get(method.lower())
+        if source is None:
+            continue
+        found: dict[str, Any] = {}
+        for name, link in links.items():
+            target = paths.get(link.path, {}).get(link.method.lower())
+            if target is None:
+                continue
+            declared = {f"{p['in']}.{p['name']}" for p in target.get("parameters", [])}
+            unknown = set(link.parameters) - declared
+            if unknown:  # a renamed parameter must not leave a link pointing nowhere
+                raise ValueError(f"link {name} of {method} {path}: no parameter {unknown}")
+            found[name] = {
+                "operationId": target["operationId"],
+                "parameters": link.parameters,
+                "description": link.description,
+            }
+        if found:
+            source["responses"][status]["links"] = found

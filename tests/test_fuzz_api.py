@@ -6,6 +6,10 @@ answer must be no 5xx, in the error shape when it is an error, documented (statu
 type, headers) and conforming to its documented schema; data the schema allows must not be
 refused with 400/422 (the schema is as strict as the code), and data it refuses must be
 refused (the code is as strict as the schema). Derandomized: the same cases every run.
+
+The stateful phase chains requests on the document's links (shared/openapi.py `LINKS`): an
+application submitted, then read, approved or rejected by its id, its creator read; events
+posted, then their creator's month, rewards and program record read; with the same checks.
 """
 
 from __future__ import annotations
@@ -13,14 +17,19 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from datetime import UTC, datetime, timedelta, timezone
+from urllib.parse import unquote
 
 import httpx
+import hypothesis
 import pytest
 import schemathesis
 from hypothesis import strategies as st
+from schemathesis.generation.stateful.state_machine import DEFAULT_STATE_MACHINE_SETTINGS
 
 from services.runtime import Runtime
+from shared.program_time import month_of
 from shared.settings import Settings
 from tests.brokers import HOST, free_port
 from tests.conftest import fresh_database
@@ -55,7 +64,8 @@ CONFIG = schemathesis.Config.from_dict(
             "examples": {"enabled": True},
             "coverage": {"enabled": True},
             "fuzzing": {"enabled": True},
-            "stateful": {"enabled": False},
+            # the documented links only: no links Schemathesis would infer on its own
+            "stateful": {"enabled": True, "inference": {"algorithms": []}},
         },
         "checks": {
             # 404 and 409 answer valid requests about the state (an unknown id, a month not
@@ -85,12 +95,12 @@ CONFIG = schemathesis.Config.from_dict(
 
 def rfc3339_in_bounds() -> st.SearchStrategy[str]:
     """Times an event or an approval may carry: from 2000 until a minute ago, any offset, in
-    the spellings RFC 3339 allows. The schema says the bounds (`x-earliest`, relative to the
+    the spellings RFC 3339 allows (until the day before: the same bounds all day, the same
+    cases). The schema says the bounds (`x-earliest`, relative to the
     server's clock); JSON Schema cannot, so this is how the fuzzer knows them."""
     offsets = st.integers(-(14 * 60), 14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
-    instants = st.datetimes(
-        min_value=datetime(2000, 1, 2), max_value=datetime.now() - timedelta(days=1)
-    )
+    yesterday = datetime.combine(datetime.now().date(), datetime.min.time()) - timedelta(days=1)
+    instants = st.datetimes(min_value=datetime(2000, 1, 2), max_value=yesterday)
     return st.builds(
         lambda instant, offset: instant.replace(tzinfo=UTC).astimezone(offset).isoformat(),
         instants,
@@ -163,3 +173,107 @@ schema = schemathesis.openapi.from_dict(api_document(), config=CONFIG)
 @schema.parametrize()
 def test_every_operation_answers_every_input_as_its_schema_says(case, server):
     case.call_and_validate(base_url=server)
+
+
+# Scenarios, and requests per scenario (at least 2): some 100 requests; measured: 20-40 s
+# on 2 loaded cores.
+SCENARIOS = 20
+STEPS = 6
+MONTH_PATH = "/v1/creators/{creator_id}/months/{month}"
+ZONE = Settings(_env_file=None).timezone
+
+
+class Workflow(schema.as_state_machine()):  # type: ignore[misc]
+    """Schemathesis' state machine against the module's server, with what a link cannot say:
+
+    - Each scenario has creators and event ids of its own (a tag appended): the same requests
+      get the same answers in every scenario, as Hypothesis requires of a test (an application
+      of a creator who applied in an earlier scenario would be a 409, not a 201).
+    - Every other application states a verified account: random forms are nearly all
+      ineligible, and only an eligible application can be approved.
+    - A client reading the month of a creator it posted a post for reads the post's month (in
+      the program time zone), once the consumers have applied it.
+    """
+
+    base_url = ""
+    scenarios = 0
+    # (source operation, link, status) of each request that took its values from a link
+    followed: set[tuple[str, str, int]] = set()
+
+    def setup(self) -> None:
+        Workflow.scenarios += 1
+        self.tag = f"~{Workflow.scenarios}"
+        self.applications = 0
+        self.months: dict[str, str] = {}  # creator -> month of a post created for them
+
+    def get_call_kwargs(self, case):
+        return {"base_url": self.base_url}
+
+    def before_call(self, case) -> None:
+        if case.meta is not None and case.meta.generation.mode.is_negative:
+            return  # as generated: data the schema refuses
+        body = case.body
+        if case.operation.label == "POST /v1/applications" and isinstance(body, dict):
+            body["creator_id"] = self.tagged(body.get("creator_id"), 128)
+            self.applications += 1
+            platforms = body.get("platforms", [])
+            if self.applications % 2 and isinstance(platforms, list):
+                verified = {"platform": "x", "handle": "h", "followers": 0, "verified": True}
+                body["platforms"] = [verified, *platforms[1:]]
+        elif case.operation.label == "POST /v1/events":
+            for event in body if isinstance(body, list) else [body]:
+                if isinstance(event, dict) and isinstance(event.get("data"), dict):
+                    event["id"] = self.tagged(event.get("id"), 256)
+                    event["data"]["creator_id"] = self.tagged(event["data"].get("creator_id"), 128)
+        elif case.operation.path == MONTH_PATH:
+            creator = unquote(case.path_parameters.get("creator_id", ""))
+            if creator in self.months:
+                case.path_parameters["month"] = self.months[creator]
+                self.wait_until_applied()
+
+    def tagged(self, value, max_length: int):
+        if not isinstance(value, str):
+            return value
+        return value[: max_length - len(self.tag)] + self.tag
+
+    def wait_until_applied(self) -> None:
+        """At most a few seconds: a 404 is a right answer too, only a less useful one."""
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        for _ in range(100):
+            response = httpx.get(f"{self.base_url}/v1/admin/consumers", headers=headers)
+            if response.status_code == 200 and all(
+                group["lag"] == 0 for group in response.json()["groups"]
+            ):
+                return
+            time.sleep(0.05)
+
+    def after_call(self, response, case) -> None:
+        super().after_call(response, case)
+        if case.operation.label == "POST /v1/events" and response.status_code == 202:
+            for event in case.body if isinstance(case.body, list) else [case.body]:
+                if event["type"] == "post.created":  # the event that makes a creator's month
+                    moment = datetime.fromisoformat(event["time"])
+                    self.months[event["data"]["creator_id"]] = month_of(moment, ZONE)
+        node = self.recorder.cases[case.id]
+        if node.transition is not None and node.is_transition_applied:
+            # "POST /v1/applications -> [201] GetApplication -> GET /v1/applications/{...}"
+            source, link = node.transition.id.split(" -> ")[:2]
+            Workflow.followed.add((source, link.split("] ")[1], response.status_code))
+
+
+@pytest.mark.timeout(600)
+def test_linked_requests_answer_as_their_schemas_say(server):
+    Workflow.base_url = server
+    Workflow.followed = set()
+    Workflow.run(
+        settings=hypothesis.settings(
+            DEFAULT_STATE_MACHINE_SETTINGS,
+            max_examples=SCENARIOS,
+            stateful_step_count=STEPS,
+            derandomize=True,
+            database=None,
+        )
+    )
+    # the links lead to real resources, from both kinds of starting points
+    for source in ("POST /v1/applications", "POST /v1/events"):
+        assert any(s == source and 200 <= status < 300 for s, _, status in Workflow.followed)

@@ -139,6 +139,14 @@ def test_every_request_string_refuses_nul():
                 assert not re.search(schema["pattern"], "a\x00b"), (method, path, parameter)
 
 
+def test_free_text_that_needs_a_visible_character_still_refuses_nul():
+    # found by the stateful fuzzing: `{"reason": "\u0000"}` matched the schema, got a 422
+    for body in ("RejectBody", "SettingsChange"):
+        reason = DOCUMENT["components"]["schemas"][body]["properties"]["reason"]
+        assert not EcmaValidator(reason).is_valid("why\x00"), body
+        assert EcmaValidator(reason).is_valid("why"), body
+
+
 # --- the event envelope: the schema agrees with parse_envelope ------------------------------
 
 REQUEST = DOCUMENT["paths"]["/v1/events"]["post"]["requestBody"]["content"]
@@ -250,3 +258,82 @@ async def test_a_wrong_method_names_every_method_of_the_path_in_allow(system):
         assert response.headers["allow"] == allowed
         documented = {m.upper() for m in DOCUMENT["paths"][path]}
         assert set(allowed.split(", ")) == documented
+
+
+def _schema_at(schema: dict[str, Any], pointer: list[str]) -> list[dict[str, Any]]:
+    """The schemas a JSON pointer reaches in every document `schema` describes (in each branch
+    of a `oneOf`); AssertionError where some document need not hold it."""
+    if "$ref" in schema:
+        return _schema_at(
+            DOCUMENT["components"]["schemas"][schema["$ref"].rsplit("/")[-1]], pointer
+        )
+    if "oneOf" in schema:
+        return [s for branch in schema["oneOf"] for s in _schema_at(branch, pointer)]
+    if not pointer:
+        return [schema]
+    token, rest = pointer[0], pointer[1:]
+    if schema.get("type") == "array":
+        assert token.isdigit() and schema.get("minItems", 0) > int(token), (schema, token)
+        return _schema_at(schema["items"], rest)
+    assert token in schema.get("required", []), (schema, token)
+    return _schema_at(schema["properties"][token], rest)
+
+
+def _types(schema: dict[str, Any]) -> set[str]:
+    if "type" in schema:
+        return {schema["type"]}
+    return {t for s in schema.get("anyOf", []) for t in _types(s)}
+
+
+def _types_at(media: dict[str, Any], pointer: str) -> set[str]:
+    try:
+        return {t for s in _schema_at(media["schema"], pointer.split("/")[1:]) for t in _types(s)}
+    except AssertionError:
+        return set()
+
+
+def test_links_lead_to_real_operations_with_values_every_answer_or_request_holds():
+    by_id = {op["operationId"]: (m, p, op) for m, p, op in operations()}
+    followed = set()
+    for method, path, operation in operations():
+        for status, response in operation["responses"].items():
+            for name, link in response.get("links", {}).items():
+                _, target_path, target = by_id[link["operationId"]]
+                declared = {f"{p['in']}.{p['name']}": p for p in target.get("parameters", [])}
+                for parameter, expression in link["parameters"].items():
+                    source, pointer = expression.split("#")
+                    assert source in ("$request.body", "$response.body"), expression
+                    body = operation["requestBody"] if source == "$request.body" else response
+                    # every request (of one of its content types) or answer holds the value,
+                    # of the type the parameter takes
+                    takes = _types(declared[parameter]["schema"])
+                    assert any(
+                        types and types <= takes
+                        for types in (_types_at(m, pointer) for m in body["content"].values())
+                    ), (name, expression)
+                followed.add((method, path, status, name, target_path))
+    assert {
+        ("POST", "/v1/applications", "201", "GetApplication", "/v1/applications/{application_id}"),
+        (
+            "POST",
+            "/v1/applications",
+            "201",
+            "ApproveApplication",
+            "/v1/admin/applications/{application_id}/approve",
+        ),
+        (
+            "POST",
+            "/v1/applications",
+            "201",
+            "RejectApplication",
+            "/v1/admin/applications/{application_id}/reject",
+        ),
+        (
+            "POST",
+            "/v1/events",
+            "202",
+            "GetCreatorMonth",
+            "/v1/creators/{creator_id}/months/{month}",
+        ),
+        ("POST", "/v1/events", "202", "GetCreatorRewards", "/v1/rewards"),
+    } <= followed
