@@ -13,8 +13,9 @@ first version is seeded from the environment at the first start-up ("from the be
 `SEED_MONTH`, changed by "environment"); afterwards the environment no longer governs these
 values, and a start-up whose environment differs from the version in force logs a warning.
 
-Read on every call, not cached: one indexed query of a handful of rows, so a change made by one
-process is seen by the next request of every other.
+Read on every call: one indexed query of a handful of rows, so a change made by one process is
+seen by the next request of every other. What is computed from the rows is memoized (versions
+are only ever added, never changed: a row's id and time name its content).
 """
 
 from __future__ import annotations
@@ -169,15 +170,30 @@ def values_in_force(
     return values
 
 
+_VERSIONS_UP_TO = text(
+    "SELECT id, changed_at, effective_from, changes FROM program_settings_versions "
+    "WHERE effective_from <= :month ORDER BY effective_from, id"
+).columns(changes=JSONB)
+_IN_FORCE_MEMO: dict[tuple, tuple[Settings, Settings]] = {}
+_IN_FORCE_MEMO_SIZE = 256
+
+
 async def settings_in_force(session: AsyncSession, settings: Settings, month: str) -> Settings:
     """The settings that govern `month` (YYYY-MM): the environment's, with the versioned values
-    of the versions in force for that month."""
-    in_force = await session.scalars(
-        select(ProgramSettingsVersion)
-        .where(ProgramSettingsVersion.effective_from <= month)
-        .order_by(ProgramSettingsVersion.effective_from, ProgramSettingsVersion.id)
-    )
-    return with_values(settings, values_in_force(settings, in_force, month))
+    of the versions in force for that month. The same object for the same versions."""
+    rows = (await session.execute(_VERSIONS_UP_TO, {"month": month})).all()
+    key = (id(settings), month, tuple((row.id, row.changed_at) for row in rows))
+    memo = _IN_FORCE_MEMO.get(key)
+    if memo is not None and memo[0] is settings:
+        return memo[1]
+    values = values_of(settings)
+    for row in rows:
+        values |= parse(row.changes)
+    in_force = with_values(settings, values)
+    if len(_IN_FORCE_MEMO) >= _IN_FORCE_MEMO_SIZE:
+        _IN_FORCE_MEMO.clear()
+    _IN_FORCE_MEMO[key] = (settings, in_force)
+    return in_force
 
 
 def described(

@@ -68,6 +68,12 @@ class Settings(BaseSettings):
         default=5, gt=0, description="wait for a pooled connection, at most; then 503"
     )
     db_connect_timeout_s: float = Field(default=5, gt=0, description="open a connection, at most")
+    db_pool_pre_ping: bool = Field(
+        default=False,
+        description="test each pooled connection before use (three round trips with asyncpg); "
+        "off: a connection the server dropped fails one request with 503 and the pool is "
+        "renewed at once",
+    )
     db_statement_timeout_ms: int = Field(
         default=30_000, ge=0, description="PostgreSQL statement_timeout of every connection"
     )

@@ -3,7 +3,8 @@
 No pooled connection is held while a client is slow: auth runs on a short session of its own
 (returned to the pool before the endpoint starts), and the request's transaction is opened
 only when the endpoint first touches the database, so `POST /v1/events` reads and validates
-its body first (see services/ingest/router.py).
+its body first (see services/ingest/router.py). Reads, with no body to wait for, authenticate
+on the session they read with, outside any transaction (`ReadSessionDep`).
 """
 
 from __future__ import annotations
@@ -35,9 +36,16 @@ class Context:
     bus: Bus
     groups: tuple[str, ...]  # every consumer group of the system, wherever it runs
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)  # this process's buckets
+    # reads: the same pool, no transaction (see `reading`)
+    read_sessionmaker: async_sessionmaker[AsyncSession] = field(init=False)
+
+    def __post_init__(self) -> None:
+        autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.read_sessionmaker = async_sessionmaker(**{**self.sessionmaker.kw, "bind": autocommit})
 
 
-def get_context(request: Request) -> Context:
+async def get_context(request: Request) -> Context:
+    # async: FastAPI would run a plain function in its thread pool, on every request
     return request.app.state.context
 
 
@@ -52,36 +60,61 @@ async def transaction(context: Context) -> AsyncIterator[AsyncSession]:
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """The request owns the transaction: committed before the response is sent, rolled back
     on any error. Services only flush."""
-    async with transaction(get_context(request)) as session:
+    async with transaction(request.app.state.context) as session:
+        yield session
+
+
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A read's session: no transaction, each statement committed on its own. A read sees what
+    it would see in a READ COMMITTED transaction (each statement the data committed before it
+    starts) without the BEGIN and COMMIT round trips; it must not write."""
+    async with request.app.state.context.read_sessionmaker() as session:
         yield session
 
 
 ContextDep = Annotated[Context, Depends(get_context)]
 # scope="function": the commit happens before the response goes out (202 means durable).
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
 
 
-def require(scope: KeyScope) -> Callable:
+def require(scope: KeyScope, *, on_read_session: bool = False) -> Callable:
     """The key of the request, with that scope. Looked up on every request (a revoked key
-    fails at once) on a session of its own, back in the pool before the endpoint runs; then
-    the key's rate limit, if it has one."""
+    fails at once); then the key's rate limit, if it has one.
 
-    async def dependency(
-        context: ContextDep,
-        # Documented as the bearer security scheme instead (shared/openapi.py).
-        authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-    ) -> ApiKey:
-        async with context.sessionmaker() as session:
+    By default on a session of its own, back in the pool before the endpoint runs, so that a
+    client slow to send its body holds no connection. With `on_read_session` (reads: no body
+    to wait for), on the read's session (`ReadSessionDep`): one connection per request."""
+
+    if on_read_session:
+
+        async def dependency(
+            context: ContextDep,
+            session: ReadSessionDep,
+            # Documented as the bearer security scheme instead (shared/openapi.py).
+            authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+        ) -> ApiKey:
             key = await authenticate(session, authorization, scope)
-        context.rate_limiter.check(key)
-        return key
+            context.rate_limiter.check(key)
+            return key
+
+    else:
+
+        async def dependency(
+            context: ContextDep,
+            authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+        ) -> ApiKey:
+            async with context.sessionmaker() as session:
+                key = await authenticate(session, authorization, scope)
+            context.rate_limiter.check(key)
+            return key
 
     dependency.required_scope = scope  # type: ignore[attr-defined]  # for the OpenAPI document
     return dependency
 
 
 EventsWriter = Annotated[ApiKey, Depends(require(KeyScope.EVENTS_WRITE))]
-Reader = Annotated[ApiKey, Depends(require(KeyScope.READ))]
+Reader = Annotated[ApiKey, Depends(require(KeyScope.READ, on_read_session=True))]
 Admin = Annotated[ApiKey, Depends(require(KeyScope.ADMIN))]
 
 

@@ -35,7 +35,7 @@ from shared.errors import (
 )
 from shared.events import MAX_COUNT
 from shared.language import Language, preferred_language
-from shared.web import Admin, ContextDep, EventsWriter, Reader, SessionDep
+from shared.web import Admin, ContextDep, EventsWriter, Reader, ReadSessionDep, SessionDep
 
 router = APIRouter(tags=["badges"])
 
@@ -104,7 +104,7 @@ async def submit_application(
 async def get_application(
     application_id: str,
     _: Reader,
-    session: SessionDep,
+    session: ReadSessionDep,
     response: Response,
     accept_language: AcceptLanguage = None,
 ) -> ApplicationOut:
@@ -205,7 +205,7 @@ async def reject_application(
     response_model=CreatorOut,
     responses=error_responses(*_COMMON_ERRORS, NotFound),
 )
-async def get_creator(creator_id: str, _: Reader, session: SessionDep) -> CreatorOut:
+async def get_creator(creator_id: str, _: Reader, session: ReadSessionDep) -> CreatorOut:
     """The creator in the program: status (from the latest application: `certified`,
     `pending_review`, `ineligible`, `rejected`), badges, streak, rewards. 404 for a creator who
     never applied (a creator with posts but no application has month views, not this one).

@@ -15,7 +15,7 @@ from services.badges.models import Application
 from services.badges.schemas import Money, RewardOut
 from shared.errors import Conflict, Forbidden, Unauthorized, error_responses
 from shared.program_time import MONTH, current_month
-from shared.web import Admin, Context, ContextDep, Reader, SessionDep
+from shared.web import Admin, Context, ContextDep, Reader, ReadSessionDep, SessionDep
 
 router = APIRouter(tags=["badges"])
 
@@ -46,7 +46,7 @@ class VoucherPool(BaseModel):
     response_model=VoucherPool,
     responses=error_responses(Unauthorized, Forbidden),
 )
-async def voucher_pool(_: Reader, session: SessionDep, context: ContextDep) -> VoucherPool:
+async def voucher_pool(_: Reader, session: ReadSessionDep, context: ContextDep) -> VoucherPool:
     """The $50 new-creator vouchers: how many the pool holds, how many are issued."""
     cap, issued = await vouchers.pool(session, context.settings)
     return VoucherPool(

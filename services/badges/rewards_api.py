@@ -11,7 +11,7 @@ from services.badges import rewards
 from services.badges.schemas import RewardOut
 from shared.errors import Forbidden, Unauthorized, ValidationFailed, error_responses
 from shared.program_time import MONTH
-from shared.web import Reader, SessionDep
+from shared.web import Reader, ReadSessionDep
 
 router = APIRouter(tags=["badges"])
 
@@ -45,7 +45,7 @@ class RewardFeed(BaseModel):
 )
 async def list_rewards(
     _: Reader,
-    session: SessionDep,
+    session: ReadSessionDep,
     creator_id: Annotated[str | None, Query(max_length=128)] = None,
     kind: RewardKind | None = None,
     status: Annotated[str | None, Query(max_length=16, examples=["issued"])] = None,
@@ -75,7 +75,7 @@ async def list_rewards(
 )
 async def reward_feed(
     _: Reader,
-    session: SessionDep,
+    session: ReadSessionDep,
     after: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> RewardFeed:

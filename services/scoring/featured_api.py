@@ -17,7 +17,7 @@ from shared.errors import Conflict, Forbidden, Unauthorized, ValidationFailed, e
 from shared.money import Money
 from shared.program_settings import settings_in_force
 from shared.settings import Settings
-from shared.web import Admin, ContextDep, Reader, SessionDep
+from shared.web import Admin, ContextDep, Reader, ReadSessionDep, SessionDep
 
 router = APIRouter(tags=["exposure"])
 
@@ -129,7 +129,7 @@ Offset = Annotated[int, Query(ge=0, le=2**31 - 1)]
 async def get_featured(
     week: WeekParam,
     _: Reader,
-    session: SessionDep,
+    session: ReadSessionDep,
     context: ContextDep,
     limit: Limit = 20,
     offset: Offset = 0,

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from services.scoring import recommendations
 from shared.errors import Forbidden, Unauthorized, error_responses
-from shared.web import ContextDep, Reader, SessionDep
+from shared.web import ContextDep, Reader, ReadSessionDep
 
 router = APIRouter(tags=["exposure"])
 
@@ -40,7 +40,7 @@ class Recommendations(BaseModel):
 )
 async def get_recommended_creators(
     _: Reader,
-    session: SessionDep,
+    session: ReadSessionDep,
     context: ContextDep,
     limit: Annotated[int | None, Query(ge=1)] = None,
 ) -> Recommendations:

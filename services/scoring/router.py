@@ -17,7 +17,7 @@ from shared.language import preferred_language
 from shared.money import Money
 from shared.program_settings import settings_in_force
 from shared.program_time import MONTH
-from shared.web import Admin, ContextDep, Reader, SessionDep
+from shared.web import Admin, ContextDep, Reader, ReadSessionDep, SessionDep
 
 router = APIRouter(tags=["scoring"])
 
@@ -107,7 +107,7 @@ async def get_creator_month(
     creator_id: str,
     month: MonthParam,
     _: Reader,
-    session: SessionDep,
+    session: ReadSessionDep,
     context: ContextDep,
     response: Response,
     accept_language: AcceptLanguage = None,
@@ -123,8 +123,11 @@ async def get_creator_month(
     settled = await session.get(Settlement, month)
     entry = await session.get(SettlementEntry, (month, creator_id)) if settled else None
     # the frozen entry once settled; else (or not ranked) the precomputed standing
+    in_force = await settings_in_force(session, settings, month)
     standing = (
-        None if entry is not None else await _live_standing(session, context, creator_id, month)
+        None
+        if entry is not None
+        else await _live_standing(session, context, creator_id, month, in_force)
     )
     certified = entry is not None or bool(standing and standing.stats.certified)
     posts = await session.scalars(
@@ -146,7 +149,7 @@ async def get_creator_month(
                     ],
                 )
             )
-    minimum = (await settings_in_force(session, settings, month)).monthly_min_quality_posts
+    minimum = in_force.monthly_min_quality_posts
     frozen = entry is not None
     # provisional: the statistics the score was computed from (the table's, after its refresh)
     stats = standing.stats if standing is not None else row
@@ -179,7 +182,7 @@ async def get_creator_month(
 async def get_ranking(
     month: MonthParam,
     _: Reader,
-    session: SessionDep,
+    session: ReadSessionDep,
     context: ContextDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     # ranks are PostgreSQL integers: offset + limit must fit one (2**31 - 1 was a 500)
@@ -194,13 +197,15 @@ async def get_ranking(
     if found.settled:
         settled = await session.get(Settlement, month)
         return await _settled_ranking(session, settings, settled, limit, offset)
-    refresher = context.sessionmaker
-    if await standings_table.refresh_if_due(session, refresher, settings, found.state, now):
+    in_force = await settings_in_force(session, settings, month)
+    if await standings_table.refresh_if_due(
+        session, context.sessionmaker, settings, found.state, now, in_force=in_force
+    ):
         found = await standings_table.page(session, month, limit, offset, day)
     return Ranking(
         month=month,
         status="provisional",
-        pool=(await settings_in_force(session, settings, month)).monthly_pool,
+        pool=in_force.monthly_pool,
         total=found.total,
         limit=limit,
         offset=offset,
@@ -211,14 +216,16 @@ async def get_ranking(
     )
 
 
-async def _live_standing(session, context, creator_id: str, month: str):
+async def _live_standing(session, context, creator_id: str, month: str, in_force):
     """The creator's standing in the month's precomputed table, refreshed first if due. A
     creator-month newer than the table (within the refresh interval) refreshes it, waiting for
     the lock; failing that (a refresh elsewhere still running), the exact standings."""
     settings = context.settings
     state, standing = await standings_table.of_creator(session, month, creator_id)
     now = datetime.now(UTC)
-    if await standings_table.refresh_if_due(session, context.sessionmaker, settings, state, now):
+    if await standings_table.refresh_if_due(
+        session, context.sessionmaker, settings, state, now, in_force=in_force
+    ):
         _, standing = await standings_table.of_creator(session, month, creator_id)
     if standing is None:
         await standings_table.refresh(context.sessionmaker, settings, month, wait=True)

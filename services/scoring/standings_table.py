@@ -41,9 +41,20 @@ COLUMNS = [
 ]
 
 
+_FINGERPRINTS: dict[int, tuple[Settings, str]] = {}
+
+
 def rules_fingerprint(in_force: Settings) -> str:
-    """What the standings of a month are scored with, besides its creator-months."""
-    return freshness.fingerprint(score.Rules.from_settings(in_force), in_force.program_timezone)
+    """What the standings of a month are scored with, besides its creator-months. Memoized per
+    settings object (`settings_in_force` gives the same object for the same versions)."""
+    memo = _FINGERPRINTS.get(id(in_force))
+    if memo is not None and memo[0] is in_force:
+        return memo[1]
+    value = freshness.fingerprint(score.Rules.from_settings(in_force), in_force.program_timezone)
+    if len(_FINGERPRINTS) >= 256:
+        _FINGERPRINTS.clear()
+    _FINGERPRINTS[id(in_force)] = (in_force, value)
+    return value
 
 
 async def fingerprint_of(session: AsyncSession, settings: Settings, month: str) -> str:
@@ -127,10 +138,15 @@ async def refresh_if_due(
     settings: Settings,
     state: freshness.State,
     now: datetime,
+    *,
+    in_force: Settings | None = None,
 ) -> bool:
     """Refresh the month's table first if it is due (a reader that cannot take the lock serves
-    the table as it is, but see `must_wait`); True when it tried (the table may have changed)."""
-    fingerprint = await fingerprint_of(session, settings, state.key)
+    the table as it is, but see `must_wait`); True when it tried (the table may have changed).
+    `in_force`: the month's settings in force, when the caller has them already."""
+    if in_force is None:
+        in_force = await settings_in_force(session, settings, state.key)
+    fingerprint = rules_fingerprint(in_force)
     interval = settings.standings_refresh_seconds
     if not state.due(fingerprint, now, interval):
         return False
