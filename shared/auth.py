@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.db import Base
+from shared.db import Base, driver
 from shared.errors import Forbidden, RateLimited, Unauthorized
 
 KEY_PREFIX = "ca_"
@@ -92,15 +92,21 @@ async def ensure_key(session: AsyncSession, name: str, key: str, scopes: list[Sc
     )
 
 
+_ACTIVE_KEY = (
+    "SELECT id, name, key_hash, scopes, created_at, revoked_at, rate_limit FROM api_keys"
+    " WHERE key_hash = $1 AND revoked_at IS NULL"
+)
+
+
 async def authenticate(session: AsyncSession, authorization: str | None, wanted: Scope) -> ApiKey:
     if not authorization or not authorization.lower().startswith("bearer "):
         raise Unauthorized("an API key is required: Authorization: Bearer <key>")
     key = authorization[7:].strip()
-    api_key = await session.scalar(
-        select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
-    )
-    if api_key is None:
+    # on the driver: one statement on every request (shared/db.py `driver`)
+    row = await (await driver(session)).fetchrow(_ACTIVE_KEY, hash_key(key))
+    if row is None:
         raise Unauthorized("unknown API key")
+    api_key = ApiKey(**row)  # not added to the session: a copy of the row, read only
     if not grants(api_key.scopes, wanted):
         raise Forbidden(f"this key lacks the scope {wanted.value!r}")
     return api_key

@@ -122,3 +122,15 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def driver(session: AsyncSession):
+    """The session's own asyncpg connection (its transaction, if it has one), for the few
+    statements run on every request, where SQLAlchemy's cost per statement (statement cache
+    key, result machinery, a greenlet switch) is a fair share of a read's CPU. JSON columns
+    come back decoded, as through SQLAlchemy (its codecs are set on the connection). Reads
+    only: SQLAlchemy begins its transaction at its own first statement, so a statement sent
+    here before that one runs on its own (which, under READ COMMITTED, sees the same)."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection

@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.db import Base
+from shared.db import Base, driver
 from shared.errors import Conflict, ValidationFailed
 from shared.program_time import MONTH, current_month
 from shared.settings import Amount, PostCount, Settings, Weight, check_weights
@@ -170,10 +170,10 @@ def values_in_force(
     return values
 
 
-_VERSIONS_UP_TO = text(
-    "SELECT id, changed_at, effective_from, changes FROM program_settings_versions "
-    "WHERE effective_from <= :month ORDER BY effective_from, id"
-).columns(changes=JSONB)
+_VERSIONS_UP_TO = (
+    "SELECT id, changed_at, changes FROM program_settings_versions "
+    "WHERE effective_from <= $1 ORDER BY effective_from, id"
+)
 _IN_FORCE_MEMO: dict[tuple, tuple[Settings, Settings]] = {}
 _IN_FORCE_MEMO_SIZE = 256
 
@@ -181,14 +181,14 @@ _IN_FORCE_MEMO_SIZE = 256
 async def settings_in_force(session: AsyncSession, settings: Settings, month: str) -> Settings:
     """The settings that govern `month` (YYYY-MM): the environment's, with the versioned values
     of the versions in force for that month. The same object for the same versions."""
-    rows = (await session.execute(_VERSIONS_UP_TO, {"month": month})).all()
-    key = (id(settings), month, tuple((row.id, row.changed_at) for row in rows))
+    rows = await (await driver(session)).fetch(_VERSIONS_UP_TO, month)  # on every read
+    key = (id(settings), month, tuple((row["id"], row["changed_at"]) for row in rows))
     memo = _IN_FORCE_MEMO.get(key)
     if memo is not None and memo[0] is settings:
         return memo[1]
     values = values_of(settings)
     for row in rows:
-        values |= parse(row.changes)
+        values |= parse(row["changes"])
     in_force = with_values(settings, values)
     if len(_IN_FORCE_MEMO) >= _IN_FORCE_MEMO_SIZE:
         _IN_FORCE_MEMO.clear()

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scoring import consumer, featured
-from services.scoring.models import CertifiedCreator, FeaturedScore, FrozenWeek
+from services.scoring.models import FrozenWeek
+from shared.db import driver
 from shared.errors import Conflict, Forbidden, Unauthorized, ValidationFailed, error_responses
 from shared.money import Money
 from shared.program_settings import settings_in_force
@@ -60,7 +61,7 @@ def _page(
     items: list[featured.Featured],
     limit: int,
     offset: int,
-    frozen: FrozenWeek | None,
+    frozen: FrozenWeek | SimpleNamespace | None,  # its frozen_at and bonus
     bonus: Decimal,
 ) -> FeaturedWeek:
     starts, ends = featured.week_bounds(week, context.settings.timezone)
@@ -81,6 +82,17 @@ def _page(
     )
 
 
+_WEEK_IN_ORDER = """
+    SELECT f.post_id, f.creator_id, f.score
+    FROM scoring_featured_scores AS f
+    JOIN scoring_certified_creators AS c ON c.creator_id = f.creator_id AND c.certified_at < $2
+    WHERE f.week = $1 AND f.score > 0
+    ORDER BY f.score DESC, f.time, f.post_id
+    LIMIT $3
+"""
+_FROZEN = "SELECT frozen_at, bonus FROM scoring_frozen_weeks WHERE week = $1"
+
+
 async def provisional(
     session: AsyncSession, settings: Settings, week: str
 ) -> list[featured.Featured]:
@@ -90,20 +102,9 @@ async def provisional(
     _, end = featured.week_bounds(week, settings.timezone)
     size, cap = settings.featured_posts_per_week, settings.featured_max_per_creator
     chunk = max(4 * size * cap, 64)
+    connection = await driver(session)
     while True:
-        rows = (
-            await session.execute(
-                select(FeaturedScore.post_id, FeaturedScore.creator_id, FeaturedScore.score)
-                .join(
-                    CertifiedCreator,
-                    (CertifiedCreator.creator_id == FeaturedScore.creator_id)
-                    & (CertifiedCreator.certified_at < end),
-                )
-                .where(FeaturedScore.week == week, FeaturedScore.score > 0)
-                .order_by(FeaturedScore.score.desc(), FeaturedScore.time, FeaturedScore.post_id)
-                .limit(chunk)
-            )
-        ).all()
+        rows = await connection.fetch(_WEEK_IN_ORDER, week, end, chunk)
         chosen: list[featured.Featured] = []
         per_creator: dict[str, int] = {}
         for post_id, creator_id, value in rows:
@@ -138,7 +139,8 @@ async def get_featured(
     until frozen, then the frozen list. Order score desc, post time, post id; `limit` and
     `offset` page through the `featured_posts_per_week` posts."""
     week = _checked(week)
-    frozen = await session.get(FrozenWeek, week)
+    found = await (await driver(session)).fetchrow(_FROZEN, week)
+    frozen = SimpleNamespace(**found) if found else None
     items = (
         await featured.frozen(session, week)
         if frozen

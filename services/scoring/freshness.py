@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scoring.models import StandingsRefresh
+from shared.db import driver
 
 LOCK_CLASS = 0x6361_0008
 # How long a refresh may sit idle in its transaction, and a reader wait for one in progress.
@@ -64,21 +65,20 @@ class State:
         return (now - self.refreshed_at).total_seconds()
 
 
-_STATE = text(
-    """
+_STATE = """
     SELECT coalesce(v.version, 0) AS version, r.version AS refreshed_version, r.fingerprint,
            r.refreshed_at, r.total, r.divisors, r.weights
-    FROM (SELECT CAST(:key AS varchar) AS key) AS k
+    FROM (SELECT CAST($1 AS varchar) AS key) AS k
     LEFT JOIN scoring_standings_versions AS v ON v.key = k.key
     LEFT JOIN scoring_standings_refreshes AS r ON r.key = k.key
-    """
-)
+"""
 
 
 async def state(session: AsyncSession, key: str) -> State:
-    """The key's version and refresh row, read in one statement."""
-    row = (await session.execute(_STATE, {"key": key})).one()
-    return State(key=key, **row._mapping)
+    """The key's version and refresh row, read in one statement (on the driver: every read
+    of a precomputed list starts with it)."""
+    row = await (await driver(session)).fetchrow(_STATE, key)
+    return State(key=key, **row)
 
 
 async def lock(session: AsyncSession, key: str, *, wait: bool) -> bool:
@@ -135,6 +135,4 @@ def fingerprint(*parts: object) -> str:
 
 async def copy_rows(session: AsyncSession, table: str, columns: list[str], records) -> None:
     """Write rows with one COPY on the session's connection, in its transaction."""
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    await raw.driver_connection.copy_records_to_table(table, records=records, columns=columns)
+    await (await driver(session)).copy_records_to_table(table, records=records, columns=columns)

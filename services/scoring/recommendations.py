@@ -44,6 +44,7 @@ from services.scoring.models import (
     Settlement,
     SettlementEntry,
 )
+from shared.db import driver
 from shared.program_time import month_of
 from shared.settings import Settings
 
@@ -294,7 +295,13 @@ async def fingerprint(session: AsyncSession, settings: Settings, now: datetime) 
     whether they are settled."""
     month = month_of(now, settings.timezone)
     read = (month, _previous_month(month))
-    settled = set(await session.scalars(select(Settlement.month).where(Settlement.month.in_(read))))
+    connection = await driver(session)  # on every read of the list
+    settled = {
+        row["month"]
+        for row in await connection.fetch(
+            "SELECT month FROM scoring_settlements WHERE month = ANY($1::varchar[])", list(read)
+        )
+    }
     rules = [await standings_table.fingerprint_of(session, settings, m) for m in read]
     return freshness.fingerprint(
         tuple(getattr(settings, name) for name in _SETTINGS),
@@ -339,6 +346,9 @@ async def refresh(
     return True
 
 
+_FIRST = f"SELECT {', '.join(COLUMNS)} FROM scoring_recommendations ORDER BY position LIMIT $1"
+
+
 async def served(
     session: AsyncSession,
     sessionmaker: async_sessionmaker[AsyncSession],
@@ -357,7 +367,5 @@ async def served(
     if due:
         wait = standings_table.must_wait(state, settings.standings_refresh_seconds)
         await refresh(sessionmaker, settings, wait=wait, now=now)
-    rows = await session.scalars(
-        select(PrecomputedRecommendation).order_by(PrecomputedRecommendation.position).limit(limit)
-    )
-    return [Recommendation(**{name: getattr(r, name) for name in COLUMNS[1:]}) for r in rows]
+    rows = await (await driver(session)).fetch(_FIRST, limit)
+    return [Recommendation(**{name: row[name] for name in COLUMNS[1:]}) for row in rows]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Response
@@ -11,7 +12,8 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 
 from services.scoring import consumer, explain, leaderboard, settlement, standings, standings_table
-from services.scoring.models import CreatorMonth, Post, Settlement, SettlementEntry
+from services.scoring.models import Settlement, SettlementEntry
+from shared.db import driver
 from shared.errors import Conflict, Forbidden, NotFound, Unauthorized, error_responses
 from shared.language import preferred_language
 from shared.money import Money
@@ -98,6 +100,22 @@ class Ranking(BaseModel):
     entries: list[RankingEntry]
 
 
+_CREATOR_MONTH = """
+    SELECT m.posts, m.qualifying_posts, m.active_days, m.interactions, m.quality,
+           s.settings  -- those the settlement used; null: not settled
+    FROM scoring_creator_months AS m
+    LEFT JOIN scoring_settlements AS s ON s.month = m.month
+    WHERE m.creator_id = $1 AND m.month = $2
+"""
+# what explain.reasons and explain.message read of a post
+_POSTS_OF_MONTH = """
+    SELECT post_id, time, kind, deleted, verdict, characters, image_count, duplicate_of
+    FROM scoring_posts
+    WHERE creator_id = $1 AND month = $2 AND kind IS NOT NULL
+    ORDER BY time, post_id
+"""
+
+
 @router.get(
     "/v1/creators/{creator_id}/months/{month}",
     response_model=CreatorMonthOut,
@@ -117,10 +135,12 @@ async def get_creator_month(
     settings = context.settings
     language = preferred_language(accept_language)
     response.headers["Content-Language"] = language
-    row = await session.get(CreatorMonth, (creator_id, month))
-    if row is None:
+    connection = await driver(session)  # the statements of every month view
+    found = await connection.fetchrow(_CREATOR_MONTH, creator_id, month)
+    if found is None:
         raise NotFound(f"no activity of creator {creator_id!r} in {month}")
-    settled = await session.get(Settlement, month)
+    row = SimpleNamespace(**found)
+    settled = row.settings is not None
     entry = await session.get(SettlementEntry, (month, creator_id)) if settled else None
     # the frozen entry once settled; else (or not ranked) the precomputed standing
     in_force = await settings_in_force(session, settings, month)
@@ -130,13 +150,9 @@ async def get_creator_month(
         else await _live_standing(session, context, creator_id, month, in_force)
     )
     certified = entry is not None or bool(standing and standing.stats.certified)
-    posts = await session.scalars(
-        select(Post)
-        .where(Post.creator_id == creator_id, Post.month == month, Post.kind.is_not(None))
-        .order_by(Post.time, Post.post_id)
-    )
+    posts = await connection.fetch(_POSTS_OF_MONTH, creator_id, month)
     non_qualifying = []
-    for post in posts:
+    for post in map(lambda record: SimpleNamespace(**record), posts):
         codes = explain.reasons(post, settings)
         if codes:
             non_qualifying.append(
@@ -170,7 +186,7 @@ async def get_creator_month(
         payout=(entry.payout if frozen else Decimal("0.00")) if settled else None,
         components=entry.components if frozen else (standing.explain() if standing else {}),
         non_qualifying_posts=non_qualifying,
-        settings=settled.settings if settled else None,
+        settings=row.settings,
     )
 
 

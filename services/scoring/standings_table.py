@@ -18,12 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, localcontext
+from types import SimpleNamespace
 
-from sqlalchemy import delete, text
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.scoring import freshness, leaderboard, score, standings
 from services.scoring.models import PrecomputedStanding
+from shared.db import driver
 from shared.program_settings import settings_in_force
 from shared.settings import Settings
 
@@ -155,28 +157,26 @@ async def refresh_if_due(
     return True
 
 
-_PAGE = text(
-    """
+_PAGE = """
     SELECT coalesce(v.version, 0) AS version, r.version AS refreshed_version, r.fingerprint,
            r.refreshed_at, r.total, r.divisors, r.weights,
            EXISTS (SELECT FROM scoring_settlements WHERE month = k.key) AS settled,
            s.*, c.display_name, c.creator_id IS NOT NULL AS has_badge,
            before.rank AS rank_before
-    FROM (SELECT CAST(:month AS varchar) AS key) AS k
+    FROM (SELECT CAST($1 AS varchar) AS key) AS k
     LEFT JOIN scoring_standings_versions AS v ON v.key = k.key
     LEFT JOIN scoring_standings_refreshes AS r ON r.key = k.key
     LEFT JOIN LATERAL (
         SELECT max(day) AS day FROM scoring_rank_snapshot_days
-        WHERE month = k.key AND day < :day
+        WHERE month = k.key AND day < $4
     ) AS previous ON true
     LEFT JOIN scoring_standings AS s
-      ON s.month = r.key AND s.rank BETWEEN :first AND :last
+      ON s.month = r.key AND s.rank BETWEEN $2 AND $3
     LEFT JOIN scoring_certified_creators AS c ON c.creator_id = s.creator_id
     LEFT JOIN scoring_rank_snapshots AS before
       ON before.month = k.key AND before.day = previous.day AND before.creator_id = s.creator_id
     ORDER BY s.rank
-    """
-)
+"""
 
 
 @dataclass(frozen=True)
@@ -191,8 +191,9 @@ async def page(session: AsyncSession, month: str, limit: int, offset: int, day: 
     """The ranked standings offset+1 .. offset+limit with their leaderboard extras as of `day`,
     the table's total and its freshness state, and whether the month is settled: one
     statement, so all of it is of the same refresh. Ranks are 1..n with no gaps."""
-    params = {"month": month, "first": offset + 1, "last": offset + limit, "day": day}
-    rows = (await session.execute(_PAGE, params)).all()
+    connection = await driver(session)  # the statement of every ranking read
+    records = await connection.fetch(_PAGE, month, offset + 1, offset + limit, day)
+    rows = [SimpleNamespace(**record) for record in records]
     first = rows[0]
     state = freshness.State(
         key=month,
@@ -217,16 +218,14 @@ async def page(session: AsyncSession, month: str, limit: int, offset: int, day: 
     return Page(state, first.settled, first.total or 0, entries)
 
 
-_ONE = text(
-    """
+_ONE = """
     SELECT coalesce(v.version, 0) AS version, r.version AS refreshed_version, r.fingerprint,
            r.refreshed_at, r.total, r.divisors, r.weights, s.*
-    FROM (SELECT CAST(:month AS varchar) AS key) AS k
+    FROM (SELECT CAST($1 AS varchar) AS key) AS k
     LEFT JOIN scoring_standings_versions AS v ON v.key = k.key
     LEFT JOIN scoring_standings_refreshes AS r ON r.key = k.key
-    LEFT JOIN scoring_standings AS s ON s.month = r.key AND s.creator_id = :creator_id
-    """
-)
+    LEFT JOIN scoring_standings AS s ON s.month = r.key AND s.creator_id = $2
+"""
 
 
 async def of_creator(
@@ -234,7 +233,7 @@ async def of_creator(
 ) -> tuple[freshness.State, standings.Standing | None]:
     """The month's freshness state and the creator's standing in its table (None when the
     table does not have it), in one statement."""
-    row = (await session.execute(_ONE, {"month": month, "creator_id": creator_id})).one()
+    row = SimpleNamespace(**await (await driver(session)).fetchrow(_ONE, month, creator_id))
     state = freshness.State(
         key=month,
         version=row.version,
