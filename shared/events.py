@@ -6,7 +6,6 @@ Ingest validates with `parse_envelope`; the bus carries `BusEvent`; consumers re
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import math
 import re
@@ -14,7 +13,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -255,6 +253,25 @@ class EventLimits:
         )
 
 
+class _computed_once:
+    """`functools.cached_property` without the lock Python 3.11 takes on each first access
+    (two per event on the ingest path): the value goes into the instance's `__dict__`, which
+    then wins over this non-data descriptor."""
+
+    def __init__(self, compute: Any) -> None:
+        self.compute = compute
+        self.__doc__ = compute.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.compute(instance)
+        return value
+
+
 @dataclass(frozen=True)
 class EnvelopeError:
     loc: list[str | int]
@@ -278,31 +295,39 @@ class IncomingEvent:
         """What identifies the event (CloudEvents 1.0): its source and its id."""
         return (self.source, self.id)
 
-    @cached_property
+    @_computed_once
     def encoded_size(self) -> int:
-        """Bytes of the event as compact JSON, as the bus carries it."""
-        # The fields named, not `dataclasses.asdict`: that deep-copies `data` (a third of the
-        # CPU of validating a batch, profiled in docs/benchmarks.md); the JSON is the same.
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return len(BusEvent(seq=0, **fields).to_json())
+        """Bytes of the event as compact JSON, as the bus carries it (`BusEvent.to_json`, with
+        `seq` 0)."""
+        # The same values as an array: the same bytes but for the object's member names, a
+        # constant. No BusEvent built per event (CPU of the ingest path, docs/benchmarks.md).
+        values = (self.id, self.type, self.time.isoformat(), self.source, self.creator_id)
+        return _BUS_NAMES_BYTES + len(orjson.dumps((*values, self.data, self.attributes)))
 
-    @cached_property
+    @_computed_once
     def content_hash(self) -> bytes:
         """Same content = same attributes and data after parsing: key order, whitespace and
         the offset a time is written in do not matter."""
-        return hashlib.sha256(
-            orjson.dumps(
-                [
-                    self.id,
-                    self.type,
-                    self.time.astimezone(UTC).isoformat(),
-                    self.source,
-                    self.data,
-                    self.attributes,
-                ],
-                option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z,
-            )
-        ).digest()
+        return hashlib.sha256(self._content_json()).digest()
+
+    def _content_json(self) -> bytes:
+        """What `content_hash` hashes."""
+        return orjson.dumps(
+            self._content(self.data, self.attributes),
+            option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z,
+        )
+
+    def _content(self, data: dict[str, Any], attributes: dict[str, Any]) -> list[Any]:
+        """The hashed document; `data` and `attributes` have their keys sorted by orjson or,
+        in `_plainly_valid`, by the caller."""
+        return [
+            self.id,
+            self.type,
+            self.time.astimezone(UTC).isoformat(),
+            self.source,
+            data,
+            attributes,
+        ]
 
 
 def _forbidden_characters(event: dict[str, Any]) -> list[EnvelopeError]:
@@ -347,14 +372,29 @@ def parse_envelope(
     limits: EventLimits | None = None,
     *,
     now: datetime | None = None,
+    storable: bool = False,
 ) -> IncomingEvent | list[EnvelopeError]:
     """Validate one structured-mode CloudEvent; return the event or every error found.
 
-    `now` is the server's clock (the latest `time` accepted is relative to it)."""
+    `now` is the server's clock (the latest `time` accepted is relative to it). `storable`:
+    the caller knows that no string in `raw` holds a NUL or a lone surrogate (JSON parsed by
+    orjson from a body without a `\\u0000` escape), so they are not searched again."""
+    limits = limits or EventLimits()
+    now = now or datetime.now(UTC)
+    if isinstance(raw, dict) and (storable or not _forbidden_characters(raw)):
+        event = _plainly_valid(raw, default_source, limits, now)
+        if event is not None:
+            return event
+    return _validate(raw, default_source, limits, now)
+
+
+def _validate(
+    raw: Any, default_source: str, limits: EventLimits, now: datetime
+) -> IncomingEvent | list[EnvelopeError]:
+    """parse_envelope with the pydantic models: every error, with its message."""
     if not isinstance(raw, dict):
         return [EnvelopeError([], "an event must be a JSON object")]
-    limits = limits or EventLimits()
-    context = {"limits": limits, "now": now or datetime.now(UTC)}
+    context = {"limits": limits, "now": now}
     errors = _forbidden_characters(raw)
     try:
         envelope = _Envelope.model_validate(raw, context=context)
@@ -421,6 +461,202 @@ def parse_envelope(
                 f"{limits.max_bytes} bytes",
             )
         ]
+    return event
+
+
+# --- the common case without pydantic -----------------------------------------------------------
+# Building two pydantic models per event was most of ingest's CPU (docs/benchmarks.md, "CPU per
+# event of the ingest path"). `_plainly_valid` accepts what `_validate` accepts in the usual
+# shapes, with plain checks, and gives up (None) on anything else: `_validate` then answers,
+# with its messages. tests/test_events_fast_path.py holds the two together.
+
+
+def _identifier(value: Any) -> bool:
+    return type(value) is str and 0 < len(value) <= 128
+
+
+def _post_text(value: Any) -> bool:
+    return type(value) is str and len(value) <= 100_000
+
+
+def _count(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= MAX_COUNT  # not a bool (StrictInt)
+
+
+def _one_of(*choices: str) -> Any:
+    def check(value: Any) -> bool:
+        return type(value) is str and value in choices
+
+    return check
+
+
+def _quality_score(value: Any) -> bool:
+    return type(value) is float and 0 <= value <= 1  # NaN fails both; an int: pydantic's say
+
+
+_REQUIRED = object()
+# Per type, each field of its data model in declaration order (the order `model_dump` writes):
+# (name, check, default: _REQUIRED, or the value when absent; a None value is left out).
+_DATA_FIELDS: dict[str, tuple[tuple[str, Any, Any], ...]] = {
+    "post.created": (
+        ("creator_id", _identifier, _REQUIRED),
+        ("post_id", _identifier, _REQUIRED),
+        ("text", _post_text, _REQUIRED),
+        ("image_count", _count, _REQUIRED),
+        ("kind", _one_of("original", "repost", "quote"), "original"),
+        ("reference_post_id", _identifier, None),
+    ),
+    "post.updated": (
+        ("creator_id", _identifier, _REQUIRED),
+        ("post_id", _identifier, _REQUIRED),
+        ("text", _post_text, _REQUIRED),
+        ("image_count", _count, _REQUIRED),
+    ),
+    "post.deleted": (
+        ("creator_id", _identifier, _REQUIRED),
+        ("post_id", _identifier, _REQUIRED),
+    ),
+    "post.moderated": (
+        ("creator_id", _identifier, _REQUIRED),
+        ("post_id", _identifier, _REQUIRED),
+        ("verdict", _one_of("approved", "low_quality", "removed"), _REQUIRED),
+        ("quality_score", _quality_score, None),
+    ),
+    "interaction.created": (
+        ("creator_id", _identifier, _REQUIRED),
+        ("post_id", _identifier, _REQUIRED),
+        ("actor_id", _identifier, _REQUIRED),
+        ("kind", _one_of("like", "comment", "share", "quote"), _REQUIRED),
+    ),
+    "creator.followers_changed": (
+        ("creator_id", _identifier, _REQUIRED),
+        ("followers", _count, _REQUIRED),
+    ),
+}
+_DATA_FIELDS["interaction.deleted"] = _DATA_FIELDS["interaction.created"]
+_ENVELOPE_NAMES = frozenset(_Envelope.model_fields)
+# RFC3339 in its usual spelling, each field within its range: `datetime.fromisoformat` reads
+# these as pydantic does (tests/test_events_fast_path.py), several times faster, and its
+# `timezone` makes the comparisons, `astimezone` and asyncpg's encoding cheaper than pydantic's
+# `TzInfo`. Anything else (`t`, `z`, a space, more digits, a leap second) takes `_validate`.
+_PLAIN_TIME = re.compile(
+    r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
+    r"(?:\.\d{1,6})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)",
+    re.ASCII,
+)
+
+
+def _plain_data(event_type: Any, data: Any) -> dict[str, Any] | None:
+    """`model_dump(exclude_none=True)` of the type's data model, when the data is plainly
+    valid; None otherwise (or for a type ingest does not take)."""
+    fields = _DATA_FIELDS.get(event_type) if type(event_type) is str else None
+    if fields is None or type(data) is not dict:
+        return None
+    dumped: dict[str, Any] = {}
+    found = 0
+    for name, check, default in fields:
+        if name in data:
+            found += 1
+            value = data[name]
+            if value is None and default is None:
+                continue
+            if not check(value):
+                return None
+        elif default is _REQUIRED:
+            return None
+        elif default is None:
+            continue
+        else:
+            value = default
+        dumped[name] = value
+    return dumped if found == len(data) else None  # else a name the model forbids
+
+
+def _sorted(flat: dict[str, Any]) -> dict[str, Any]:
+    return {name: flat[name] for name in sorted(flat)}
+
+
+def _optional_string(value: Any, shortest: int, longest: int) -> bool:
+    return value is None or (type(value) is str and shortest <= len(value) <= longest)
+
+
+def _plainly_valid(
+    raw: dict[str, Any], default_source: str, limits: EventLimits, now: datetime
+) -> IncomingEvent | None:
+    """The event `_validate` would return, when `raw` is plainly valid and its strings are
+    known storable; None when anything is unusual."""
+    event_id = raw.get("id")
+    time = raw.get("time")
+    source = raw.get("source")
+    if not (
+        type(event_id) is str
+        and 0 < len(event_id) <= 256
+        and type(time) is str
+        and _PLAIN_TIME.fullmatch(time)
+        and _optional_string(source, 1, 256)
+    ):
+        return None
+    data = _plain_data(raw.get("type"), raw.get("data"))
+    if data is None:
+        return None
+    try:
+        when = datetime.fromisoformat(time)  # `_rfc3339`'s instant, with a faster tzinfo
+    except ValueError:  # a day the month does not have
+        return None
+    if when < limits.time_min or when > now + limits.max_ahead:
+        return None
+
+    attributes: dict[str, Any] = {}
+    specversion = raw.get("specversion")
+    if specversion is not None:
+        if specversion != "1.0" or type(specversion) is not str:
+            return None
+        attributes["specversion"] = specversion
+    content_type = raw.get("datacontenttype")
+    if content_type is not None:
+        if type(content_type) is not str or not JSON_CONTENT_TYPE.fullmatch(content_type):
+            return None
+        attributes["datacontenttype"] = content_type
+    dataschema = raw.get("dataschema")
+    subject = raw.get("subject")
+    if not (_optional_string(dataschema, 1, 2048) and _optional_string(subject, 0, 256)):
+        return None
+    if dataschema is not None:
+        attributes["dataschema"] = dataschema
+    if subject is not None:
+        attributes["subject"] = subject
+    for name, value in raw.items():
+        if name in _ENVELOPE_NAMES:
+            continue
+        if (
+            name == "data_base64"
+            or not EXTENSION_NAME.fullmatch(name)
+            or not _is_extension_value(value)
+        ):
+            return None
+        attributes[name] = value
+
+    event = IncomingEvent(
+        id=event_id,
+        type=raw["type"],
+        time=when,
+        source=source or default_source,
+        creator_id=data["creator_id"],
+        data=data,
+        attributes=attributes,
+    )
+    # Its hash and its size from one serialization. The bus's JSON holds the same values plus
+    # `creator_id` and the member names; its time, in the event's own offset, is as long as
+    # the hash's in UTC (`±HH:MM` both: RFC3339 offsets are whole minutes); sorted keys are as
+    # long as unsorted ones. The keys are sorted here rather than by orjson's OPT_SORT_KEYS,
+    # which turns each non-ASCII string to UTF-8 the slow way (5 times the cost of the dump):
+    # the objects are flat and their names ASCII, so the bytes are the same.
+    content = orjson.dumps(event._content(_sorted(data), _sorted(attributes)))
+    size = _BUS_NAMES_BYTES + len(content) + 1 + len(orjson.dumps(event.creator_id))
+    if size > limits.max_bytes:
+        return None
+    event.__dict__["encoded_size"] = size  # what the _computed_once properties would compute
+    event.__dict__["content_hash"] = hashlib.sha256(content).digest()
     return event
 
 
@@ -606,3 +842,14 @@ class BusEvent:
 
     def typed_data(self) -> _Data:
         return (DATA_MODELS | INTERNAL_DATA_MODELS)[self.type].model_validate(self.data)
+
+
+def _bus_names_bytes() -> int:
+    """What `BusEvent.to_json` (seq 0) adds to its values written as a JSON array."""
+    time = datetime(2000, 1, 1, tzinfo=UTC)
+    as_object = BusEvent(seq=0, id="", type="", time=time, source="", creator_id="", data={})
+    values = ("", "", time.isoformat(), "", "", {}, {})
+    return len(as_object.to_json()) - len(orjson.dumps(values))
+
+
+_BUS_NAMES_BYTES = _bus_names_bytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -17,8 +18,17 @@ STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 
 
-async def read_submission(request: Request, max_bytes: int) -> list[Any]:
-    """The raw, unvalidated event objects of a request: one, or a batch."""
+@dataclass(frozen=True)
+class Submission:
+    events: list[Any]  # the raw, unvalidated event objects: one, or a batch
+    # No string in them holds a NUL or a lone surrogate (`parse_envelope` need not search):
+    # orjson refuses lone surrogates and raw control characters, so a NUL can only come from a
+    # `\u0000` escape (absent here) or a binary-mode header.
+    storable: bool
+
+
+async def read_submission(request: Request, max_bytes: int) -> Submission:
+    """The events of a request: one, or a batch."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     binary_mode = "ce-id" in request.headers and media_type not in (STRUCTURED, BATCH)
     if binary_mode:
@@ -39,14 +49,15 @@ async def read_submission(request: Request, max_bytes: int) -> list[Any]:
         raise too_deep()
 
     if binary_mode:
-        return [_from_binary_mode(request, document)]
+        return Submission([_from_binary_mode(request, document)], storable=False)
+    storable = b"\\u0000" not in body
     if media_type == BATCH or (media_type == JSON and isinstance(document, list)):
         if not isinstance(document, list):
             raise BadRequest("a batch must be a JSON array of events")
-        return document
+        return Submission(document, storable)
     if not isinstance(document, dict):
         raise BadRequest("an event must be a JSON object")
-    return [document]
+    return Submission([document], storable)
 
 
 def _from_binary_mode(request: Request, data: Any) -> dict[str, Any]:
