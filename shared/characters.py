@@ -37,7 +37,9 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterator
+from functools import lru_cache
 from itertools import islice
+from operator import methodcaller
 
 import regex
 
@@ -69,11 +71,12 @@ _URL = regex.compile(
 )
 _GRAPHEME_CLUSTER = regex.compile(r"\X")
 _VISIBLE = regex.compile(r"[^\p{White_Space}\p{Cc}\p{Cs}\p{Default_Ignorable_Code_Point}]")
+_GROUP = methodcaller("group")
 
 
 def count_characters(text: str) -> int:
     """The number of characters of `text` in the program's sense (see the module docstring)."""
-    return sum(1 for _ in _visible_clusters(text))
+    return sum(map(_is_visible, _GRAPHEME_CLUSTER.findall(strip_urls(text))))
 
 
 def is_long_enough(text: str, min_chars: int) -> bool:
@@ -96,14 +99,26 @@ def long_or_image_post(characters: int, image_count: int, min_chars: int) -> boo
     return characters >= min_chars or (image_count >= 1 and characters >= 1)
 
 
+@lru_cache(maxsize=1024)
 def strip_urls(text: str) -> str:
     """`text` after NFC normalisation with every URL (the three forms above) replaced by a
-    space: what the character count and near-duplicate detection look at."""
-    return _URL.sub(" ", unicodedata.normalize("NFC", text))
+    space: what the character count and near-duplicate detection look at.
+
+    Remembered for the last texts: the scoring consumer looks at a post's text three times
+    (its characters, whether it is compared, its normalised form)."""
+    normalised = unicodedata.normalize("NFC", text)
+    if "." not in normalised and ":" not in normalised:
+        return normalised  # every URL form holds a dot or a colon
+    return _URL.sub(" ", normalised)
+
+
+@lru_cache(maxsize=1 << 16)
+def _is_visible(cluster: str) -> bool:
+    """A cluster counts when one of its code points is visible (clusters repeat: remembered)."""
+    return _VISIBLE.search(cluster) is not None
 
 
 def _visible_clusters(text: str) -> Iterator[str]:
-    without_urls = strip_urls(text)
-    for match in _GRAPHEME_CLUSTER.finditer(without_urls):
-        if _VISIBLE.search(match.group()):
-            yield match.group()
+    """Lazily: `is_long_enough` stops early."""
+    clusters = map(_GROUP, _GRAPHEME_CLUSTER.finditer(strip_urls(text)))
+    return filter(_is_visible, clusters)

@@ -34,29 +34,30 @@ the signature in `scoring_posts.signature`, and maintains `scoring_posts.duplica
 - candidates come only from shared band keys: nothing scans all posts;
 - two processes indexing two copies at once serialise on transaction-level advisory locks on
   the band keys, old and new (two-int form, class `BAND_LOCK_CLASS`, the key folded to 32
-  bits, sorted): the second waits for the first's commit and then sees its rows. A batch that
-  indexes several posts locks them post by post, so two batches can deadlock; PostgreSQL then
-  rolls one back and the consumer retries it.
+  bits, sorted): the second waits for the first's commit and then sees its rows. A batch locks
+  every key of all its posts in one sorted statement, so two batches queue, never deadlock;
+- a batch of posts (`index_posts`) takes a fixed number of statements, whatever its size: the
+  rows and bands written once, the candidates of every post looked up in one statement.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import operator
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 
 import numpy as np
 from datasketch import LeanMinHash, MinHash
+from datasketch.hashfunc import sha1_hash32
 from datasketch.lsh import _optimal_param
-from sqlalchemy import delete, func, select, update
 from sqlalchemy import text as sql
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.scoring.models import Post, PostBand
 from shared.characters import is_long_enough, strip_urls
 from shared.settings import Settings
 
@@ -75,7 +76,12 @@ _KEPT_CATEGORIES = frozenset("LNM")  # letters, numbers, marks
 def normalise(text: str) -> str:
     """The text as compared: no URLs, NFKC, case folded, letters, digits and marks only."""
     folded = unicodedata.normalize("NFKC", strip_urls(text)).casefold()
-    return "".join(ch for ch in folded if unicodedata.category(ch)[0] in _KEPT_CATEGORIES)
+    return "".join(filter(_kept, folded))
+
+
+@lru_cache(maxsize=1 << 16)
+def _kept(character: str) -> bool:
+    return unicodedata.category(character)[0] in _KEPT_CATEGORIES
 
 
 def shingles(normalised: str, size: int) -> set[str]:
@@ -96,8 +102,20 @@ def lsh_bands(threshold: float, permutations: int, recall_weight: float) -> tupl
 
 
 @cache
-def _permutations(permutations: int) -> tuple[np.ndarray, np.ndarray]:
-    return MinHash(num_perm=permutations, seed=MINHASH_SEED, scheme=MINHASH_SCHEME).permutations
+def _empty_minhash(permutations: int) -> MinHash:
+    """A MinHash of nothing with the index's permutations, copied for each text (making the
+    permutations again cost as much as hashing a text)."""
+    # The values fed to it are hashed already (`_shingle_hash`): its hash is the identity.
+    return MinHash(
+        num_perm=permutations, seed=MINHASH_SEED, scheme=MINHASH_SCHEME, hashfunc=operator.index
+    )
+
+
+@lru_cache(maxsize=1 << 17)
+def _shingle_hash(gram: str) -> int:
+    """datasketch's hash of a shingle (SHA-1, 32 bits), remembered: shingles of two characters
+    repeat from post to post."""
+    return sha1_hash32(gram.encode())
 
 
 @dataclass(frozen=True)
@@ -131,29 +149,29 @@ class NearDuplicateRule:
         grams = shingles(normalise(text), self.shingle_size)
         if not grams:
             return None
-        minhash = MinHash(
-            num_perm=self.permutations,
-            seed=MINHASH_SEED,
-            scheme=MINHASH_SCHEME,
-            permutations=_permutations(self.permutations),
-        )
-        minhash.update_batch(gram.encode() for gram in sorted(grams))
+        minhash = copy.copy(_empty_minhash(self.permutations))  # shares the permutations
+        minhash.hashvalues = minhash.hashvalues.copy()
+        minhash.update_batch(list(map(_shingle_hash, grams)))
         return LeanMinHash(minhash)
 
     def band_keys(self, signature: LeanMinHash) -> list[int]:
         """One signed 64-bit key per LSH band. The parameters are part of the key, so a change
         of them never makes old and new signatures candidates of each other by accident."""
         b, r = self.bands
-        values = np.asarray(signature.hashvalues, dtype="<u4")
+        values = np.asarray(signature.hashvalues, dtype="<u4").tobytes()
         tag = f"near-duplicate:{self.shingle_size}:{self.permutations}:{b}:{r}:".encode()
-        keys = []
-        for band in range(b):
-            digest = hashlib.blake2b(
-                tag + band.to_bytes(2, "big") + values[band * r : (band + 1) * r].tobytes(),
-                digest_size=8,
-            ).digest()
-            keys.append(int.from_bytes(digest, "big", signed=True))
-        return keys
+        width = 4 * r  # bytes of a band's r values
+        return [
+            int.from_bytes(
+                hashlib.blake2b(
+                    tag + band.to_bytes(2, "big") + values[band * width : (band + 1) * width],
+                    digest_size=8,
+                ).digest(),
+                "big",
+                signed=True,
+            )
+            for band in range(b)
+        ]
 
     def similar(self, a: LeanMinHash, b: LeanMinHash) -> bool:
         return similarity(a, b) >= self.threshold
@@ -192,11 +210,19 @@ class _Indexed:
     time: datetime | None
     signature: LeanMinHash | None
     duplicate_of: str | None
+    keys: frozenset[int] | None = None  # its band keys, when known already
 
-    @property
-    def order(self) -> tuple[datetime, str]:
-        assert self.time is not None
-        return (self.time, self.post_id)
+
+@dataclass
+class _Row:
+    """A post of the batch: its row and band keys, as read under the locks or as left by the
+    batch."""
+
+    time: datetime | None
+    signature: bytes | None
+    duplicate_of: str | None
+    keys: frozenset[int]
+    indexed: LeanMinHash | None = None  # its signature in the index (it has a time)
 
 
 async def index_post(
@@ -216,105 +242,168 @@ async def index_post(
 async def index_posts(
     session: AsyncSession, settings: Settings, posts: Sequence[tuple[str, str | None]]
 ) -> set[str]:
-    """`index_post` for each (post id, text), in that order, as one call after the other would:
-    but every band key any of them may touch is locked first, in one statement, sorted, so two
-    batches indexing posts with shared keys queue instead of deadlocking."""
+    """`index_post` for each (post id, text), in that order, with the same end state as one call
+    after the other, in a fixed number of statements whatever the number of posts.
+
+    Every band key any of them may touch is locked first, in one statement, sorted (two batches
+    indexing posts with shared keys queue, never deadlock); then their rows (sorted). Each
+    post's signature and band keys follow from its own texts alone, so the posts are indexed in
+    memory, in order, and the rows and bands written once. `duplicate_of` is then "the earliest
+    earlier similar post sharing a band key" of every post whose value this can change: the
+    posts themselves, the copies of a post whose text changed, and the later posts similar to
+    one of them whose original is later (or none); all looked up in one statement."""
     if not posts:
         return set()
     rule = NearDuplicateRule.from_settings(settings)
     ids = sorted({post_id for post_id, _ in posts})
     signatures = {text: rule.signature(text) for _, text in posts if text is not None}
-    keys: set[int] = set(
-        await session.scalars(select(PostBand.band).where(PostBand.post_id.in_(ids)))
-    )
-    for signature in signatures.values():
-        if signature is not None:
-            keys.update(rule.band_keys(signature))
-    stored = [post_id for post_id, text in posts if text is None]
-    if stored:
-        for data in await session.scalars(
-            select(Post.signature).where(Post.post_id.in_(stored), Post.signature.is_not(None))
-        ):
-            signature = signature_from_bytes(data)
+    stored_only = {post_id for post_id, text in posts if text is None}
+    keys: set[int] = set()
+    for row in await session.execute(_KEYS_NOW, {"ids": ids}):
+        keys.update(row.bands)
+        if row.post_id in stored_only and row.signature is not None:
+            signature = signature_from_bytes(row.signature)
             if len(signature) == rule.permutations:
                 keys.update(rule.band_keys(signature))
+    text_keys = {
+        text: frozenset(rule.band_keys(signature))
+        for text, signature in signatures.items()
+        if signature is not None
+    }
+    for text_key_set in text_keys.values():
+        keys.update(text_key_set)
     await _lock_band_keys(session, keys)
-    changed: set[str] = set()
+
+    before: dict[str, _Row] = {
+        row.post_id: _Row(row.time, row.signature, row.duplicate_of, frozenset(row.bands))
+        for row in await session.execute(_LOCK_ROWS, {"ids": ids})
+    }
+    after = {post_id: replace(row) for post_id, row in before.items()}
+    handed_over: set[str] = set()  # posts whose text changed: their copies are looked at again
     for post_id, text in posts:
-        signature = signatures.get(text) if text is not None else None
-        changed |= await _index_one(session, rule, post_id, text, signature)
-    return changed
+        row = after.get(post_id)
+        if row is None:
+            continue
+        if text is not None:
+            signature = signatures[text]
+        elif row.signature is not None:
+            signature = signature_from_bytes(row.signature)
+            if len(signature) != rule.permutations:
+                signature = None  # made with other parameters: needs the text again
+        else:
+            signature = None
+        row.indexed = signature if row.time is not None else None  # no time, no place in order
+        if row.indexed is None:
+            row.keys = frozenset()
+        elif text is not None:
+            row.keys = text_keys[text]
+        else:
+            row.keys = frozenset(rule.band_keys(row.indexed))
+        if text is not None:
+            new_bytes = signature_to_bytes(signature) if signature is not None else None
+            if row.signature is not None and row.signature != new_bytes:
+                handed_over.add(post_id)  # a post that had no signature is nobody's original
+            row.signature = new_bytes
+    await _write_index(session, before, after)
 
-
-async def _index_one(
-    session: AsyncSession,
-    rule: NearDuplicateRule,
-    post_id: str,
-    text: str | None,
-    text_signature: LeanMinHash | None,
-) -> set[str]:
-    """One post, its band keys locked already by the caller."""
-    bands = select(func.array_agg(PostBand.band)).where(PostBand.post_id == post_id)
-    row = (
-        await session.execute(
-            select(Post.time, Post.signature, Post.duplicate_of, bands.scalar_subquery())
-            .where(Post.post_id == post_id)
-            .with_for_update(of=Post)
-        )
-    ).one_or_none()
-    if row is None:
-        return set()
-    if text is not None:
-        signature = text_signature
-    elif row.signature is not None:
-        signature = signature_from_bytes(row.signature)
-        if len(signature) != rule.permutations:
-            signature = None  # made with other parameters: needs the text again
-    else:
-        signature = None
-    indexed = signature if row.time is not None else None  # no time, no place in the order
-    new_keys = set(rule.band_keys(indexed)) if indexed is not None else set()
-    old_keys = set(row[3] or ())
-
-    if old_keys != new_keys:
-        if old_keys:
-            await session.execute(delete(PostBand).where(PostBand.post_id == post_id))
-        if new_keys:
-            await session.execute(
-                insert(PostBand).on_conflict_do_nothing(),
-                [{"band": key, "post_id": post_id} for key in sorted(new_keys)],
-            )
-    new_bytes = signature_to_bytes(signature) if signature is not None else None
-    if text is not None and new_bytes != row.signature:
-        await session.execute(
-            update(Post).where(Post.post_id == post_id).values(signature=new_bytes)
-        )
-
-    this = _Indexed(post_id, row.time, indexed, row.duplicate_of)
-    current: dict[str, str | None] = {post_id: row.duplicate_of}  # what each post has now
-    changes: dict[str, str | None] = {}
-    # 1. This post's own original: the earliest earlier post it is similar to.
-    changes[post_id] = await _earliest_similar_before(session, rule, this)
-    # 2. Its copies, when its text changed: they may now be copies of another post, or none.
-    #    A post that had no signature is nobody's original (similarity needs one).
-    if text is not None and row.signature is not None and row.signature != new_bytes:
-        for copy in await _copies_of(session, post_id):
-            current[copy.post_id] = copy.duplicate_of
-            changes[copy.post_id] = await _earliest_similar_before(session, rule, copy)
-    # 3. Later posts it is similar to whose original is later (or none): it is theirs now. Their
-    #    original was the earliest similar post, so nothing earlier than this one is.
-    if indexed is not None and row.time is not None:
-        for later in await _later_with_a_later_original(session, new_keys, this):
-            current.setdefault(later.post_id, later.duplicate_of)
-            if rule.similar(indexed, later.signature):
-                changes[later.post_id] = post_id
-    changed = {(pid, original) for pid, original in changes.items() if original != current[pid]}
+    # The posts whose `duplicate_of` may change, with the value they have now.
+    subjects = {
+        post_id: _Indexed(post_id, row.time, row.indexed, row.duplicate_of, row.keys)
+        for post_id, row in after.items()
+    }
+    if handed_over:
+        rows = await session.execute(_COPIES, {"ids": sorted(handed_over)})
+        for row in rows:
+            subjects.setdefault(row.post_id, _indexed(row))
+    # Later posts similar to one of the batch whose original is later (or none): it, or an
+    # earlier one of the batch, is theirs now.
+    indexed = [subjects[p] for p in ids if subjects[p].signature is not None]
+    if indexed:
+        for row in await session.execute(_LATER, _lookup(rule, indexed)):
+            post = indexed[row.ord - 1]
+            later = _indexed(row)
+            if later.post_id not in subjects and rule.similar(post.signature, later.signature):
+                subjects[later.post_id] = later
+    originals = await _earliest_similar_before_each(session, rule, list(subjects.values()))
+    changed = sorted(
+        (post_id, originals.get(post_id))
+        for post_id, post in subjects.items()
+        if originals.get(post_id) != post.duplicate_of
+    )
     if changed:
         await session.execute(
             sql("UPDATE scoring_posts SET duplicate_of = :original WHERE post_id = :post_id"),
-            [{"post_id": pid, "original": original} for pid, original in sorted(changed)],
+            [{"post_id": post_id, "original": original} for post_id, original in changed],
         )
-    return {pid for pid, _ in changed}
+    return {post_id for post_id, _ in changed}
+
+
+async def _write_index(
+    session: AsyncSession, before: dict[str, _Row], after: dict[str, _Row]
+) -> None:
+    """The band rows the batch removed and added, and the signatures it changed."""
+    removed = sorted((k, p) for p, row in after.items() for k in before[p].keys - row.keys)
+    added = sorted((k, p) for p, row in after.items() for k in row.keys - before[p].keys)
+    if removed:
+        await session.execute(_DELETE_BANDS, _columns(removed, ("bands", "ids")))
+    if added:
+        await session.execute(_INSERT_BANDS, _columns(added, ("bands", "ids")))
+    signed = sorted(
+        (p, row.signature) for p, row in after.items() if row.signature != before[p].signature
+    )
+    if signed:
+        await session.execute(_SET_SIGNATURES, _columns(signed, ("ids", "signatures")))
+
+
+def _columns(rows: list[tuple], names: tuple[str, ...]) -> dict[str, list]:
+    return {name: [row[i] for row in rows] for i, name in enumerate(names)}
+
+
+def _lookup(rule: NearDuplicateRule, posts: list[_Indexed]) -> dict[str, list]:
+    """The parameters of a lookup for several posts: the nth post's id and time, and its band
+    keys as (n, key) rows (n from 1)."""
+    numbers: list[int] = []
+    keys: list[int] = []
+    for n, post in enumerate(posts, start=1):
+        known = post.keys if post.keys is not None else rule.band_keys(post.signature)
+        post_keys = sorted(set(known))
+        numbers += [n] * len(post_keys)
+        keys += post_keys
+    return {
+        "ids": [p.post_id for p in posts],
+        "times": [p.time for p in posts],
+        "numbers": numbers,
+        "keys": keys,
+    }
+
+
+async def _earliest_similar_before_each(
+    session: AsyncSession, rule: NearDuplicateRule, posts: list[_Indexed], chunk: int = 64
+) -> dict[str, str]:
+    """{post: the earliest post before it (by time, then id) sharing a band key with it and
+    similar to it}, for those that have one: the first `chunk` candidates of every post in one
+    statement, in that order; a post whose first candidates are all dissimilar reads on."""
+    looked_up = [p for p in posts if p.signature is not None and p.time is not None]
+    if not looked_up:
+        return {}
+    candidates: list[list] = [[] for _ in looked_up]
+    for row in await session.execute(_EARLIEST, {**_lookup(rule, looked_up), "limit": chunk}):
+        candidates[row.ord - 1].append(row)
+    originals: dict[str, str] = {}
+    for post, rows in zip(looked_up, candidates, strict=True):
+        original = next(
+            (
+                row.post_id
+                for row in rows
+                if rule.similar(post.signature, signature_from_bytes(row.signature))
+            ),
+            None,
+        )
+        if original is None and len(rows) == chunk:
+            original = await _earliest_similar_before(session, rule, post, chunk, chunk)
+        if original is not None:
+            originals[post.post_id] = original
+    return originals
 
 
 _CANDIDATES = (
@@ -324,17 +413,87 @@ _CANDIDATES = (
 )
 # post ids compare by code point, whatever the database's collation
 _ORDER = 'p.time, p.post_id COLLATE "C"'
+# Every post looked up (`ord` from 1) with each post sharing a band key with it and in the
+# index (time and signature known): found from the keys (the bands' primary key), then the rows.
+_SHARING = (
+    "WITH a AS (SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:times AS timestamptz[]))"
+    "  WITH ORDINALITY AS a(post_id, time, ord)),"
+    " k AS (SELECT * FROM unnest(CAST(:numbers AS bigint[]), CAST(:keys AS bigint[]))"
+    "  AS k(ord, band)),"
+    " shared AS (SELECT DISTINCT k.ord, b.post_id FROM k"
+    "  JOIN scoring_post_bands AS b ON b.band = k.band)"
+    " SELECT a.ord, p.post_id, p.time, p.signature, p.duplicate_of"
+    " FROM shared JOIN a ON a.ord = shared.ord"
+    " JOIN scoring_posts AS p ON p.post_id = shared.post_id"
+    " WHERE p.post_id <> a.post_id AND p.time IS NOT NULL AND p.signature IS NOT NULL"
+)
+# The first `limit` candidates before each post, in order: per post, as one query per post
+# would (a candidate is a post with a shared key, its sort bounded by the limit).
+_EARLIEST = sql(
+    "WITH a AS MATERIALIZED (SELECT a.post_id, a.time, a.ord, k.keys"
+    " FROM unnest(CAST(:ids AS varchar[]), CAST(:times AS timestamptz[]))"
+    "  WITH ORDINALITY AS a(post_id, time, ord)"
+    " JOIN (SELECT ord, array_agg(band) AS keys FROM unnest(CAST(:numbers AS bigint[]),"
+    "  CAST(:keys AS bigint[])) AS k(ord, band) GROUP BY ord) AS k ON k.ord = a.ord)"
+    " SELECT a.ord, c.post_id, c.signature FROM a CROSS JOIN LATERAL"
+    " (SELECT p.post_id, p.time, p.signature FROM scoring_posts AS p"
+    "  WHERE EXISTS (SELECT 1 FROM scoring_post_bands AS b"
+    "   WHERE b.post_id = p.post_id AND b.band = ANY(a.keys))"
+    "  AND p.post_id <> a.post_id AND p.time IS NOT NULL AND p.signature IS NOT NULL"
+    '  AND (p.time, p.post_id COLLATE "C") < (a.time, a.post_id COLLATE "C")'
+    f"  ORDER BY {_ORDER} LIMIT :limit) AS c"
+    ' ORDER BY a.ord, c.time, c.post_id COLLATE "C"'
+)
+# Every candidate after each post whose original is none or after it, not one of the posts
+# (they are looked up anyway, and their `duplicate_of` in the table is the one before the batch).
+_LATER = sql(
+    _SHARING + " AND NOT p.post_id = ANY(CAST(:ids AS varchar[]))"
+    ' AND (p.time, p.post_id COLLATE "C") > (a.time, a.post_id COLLATE "C")'
+    " AND (p.duplicate_of IS NULL OR EXISTS (SELECT 1 FROM scoring_posts AS o"
+    "  WHERE o.post_id = p.duplicate_of"
+    '  AND (o.time, o.post_id COLLATE "C") > (a.time, a.post_id COLLATE "C")))'
+    ' ORDER BY a.ord, p.time, p.post_id COLLATE "C"'
+)
+_BANDS_OF = "ARRAY(SELECT b.band FROM scoring_post_bands AS b WHERE b.post_id = p.post_id)"
+_KEYS_NOW = sql(
+    f"SELECT p.post_id, p.signature, {_BANDS_OF} AS bands FROM scoring_posts AS p"
+    " WHERE p.post_id = ANY(CAST(:ids AS varchar[]))"
+)
+_LOCK_ROWS = sql(
+    f"SELECT p.post_id, p.time, p.signature, p.duplicate_of, {_BANDS_OF} AS bands"
+    " FROM scoring_posts AS p WHERE p.post_id = ANY(CAST(:ids AS varchar[]))"
+    " ORDER BY p.post_id FOR UPDATE OF p"
+)
+_COPIES = sql(
+    "SELECT post_id, time, signature, duplicate_of FROM scoring_posts"
+    " WHERE duplicate_of = ANY(CAST(:ids AS varchar[]))"
+)
+_DELETE_BANDS = sql(
+    "DELETE FROM scoring_post_bands AS b"
+    " USING unnest(CAST(:bands AS bigint[]), CAST(:ids AS varchar[])) AS d(band, post_id)"
+    " WHERE b.band = d.band AND b.post_id = d.post_id"
+)
+_INSERT_BANDS = sql(
+    "INSERT INTO scoring_post_bands (band, post_id)"
+    " SELECT * FROM unnest(CAST(:bands AS bigint[]), CAST(:ids AS varchar[]))"
+    " ON CONFLICT DO NOTHING"
+)
+_SET_SIGNATURES = sql(
+    "UPDATE scoring_posts AS p SET signature = s.signature"
+    " FROM unnest(CAST(:ids AS varchar[]), CAST(:signatures AS bytea[])) AS s(post_id, signature)"
+    " WHERE p.post_id = s.post_id"
+)
 
 
 async def _earliest_similar_before(
-    session: AsyncSession, rule: NearDuplicateRule, post: _Indexed, chunk: int = 64
+    session: AsyncSession, rule: NearDuplicateRule, post: _Indexed, chunk: int = 64, seen: int = 0
 ) -> str | None:
     """The earliest post before `post` (by time, then id) sharing a band key with it and similar
-    to it: candidates are read in that order and the first similar one ends the search."""
+    to it, from the `seen`th candidate on: candidates are read in that order and the first
+    similar one ends the search."""
     if post.signature is None or post.time is None:
         return None
     keys = sorted(rule.band_keys(post.signature))
-    seen = 0
     while True:
         rows = (
             await session.execute(
@@ -358,34 +517,6 @@ async def _earliest_similar_before(
         if len(rows) < chunk:
             return None
         seen += chunk
-
-
-async def _copies_of(session: AsyncSession, post_id: str) -> list[_Indexed]:
-    rows = await session.execute(
-        select(Post.post_id, Post.time, Post.signature, Post.duplicate_of).where(
-            Post.duplicate_of == post_id
-        )
-    )
-    return [_indexed(row) for row in rows]
-
-
-async def _later_with_a_later_original(
-    session: AsyncSession, keys: set[int], post: _Indexed
-) -> list[_Indexed]:
-    """Posts after `post` sharing a band key with it whose original is none or after it."""
-    if not keys:
-        return []
-    rows = await session.execute(
-        sql(
-            f"SELECT p.post_id, p.time, p.signature, p.duplicate_of{_CANDIDATES}"
-            ' AND (p.time, p.post_id COLLATE "C") > (:time, :post_id)'
-            " AND (p.duplicate_of IS NULL OR EXISTS (SELECT 1 FROM scoring_posts AS o"
-            "  WHERE o.post_id = p.duplicate_of"
-            '  AND (o.time, o.post_id COLLATE "C") > (:time, :post_id)))'
-        ),
-        {"keys": sorted(keys), "post_id": post.post_id, "time": post.time},
-    )
-    return [_indexed(row) for row in rows]
 
 
 async def _lock_band_keys(session: AsyncSession, keys: Iterable[int]) -> None:

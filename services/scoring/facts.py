@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import and_, bindparam, case, func, or_, select
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scoring.models import CertifiedCreator, FollowerCount, Interaction, Post
@@ -28,7 +28,10 @@ def paragraphs(text: str) -> int:
 
 def _calendar(moment: datetime, settings: Settings) -> tuple[str, str]:
     local = moment.astimezone(settings.timezone)
-    return local.strftime("%Y-%m"), local.strftime("%Y-%m-%d")
+    if local.year < 1000:  # strftime does not pad such years
+        return local.strftime("%Y-%m"), local.strftime("%Y-%m-%d")
+    month = f"{local.year}-{local.month:02d}"  # strftime's "%Y-%m", at a third of the cost
+    return month, f"{month}-{local.day:02d}"
 
 
 def _rounds(rows: list[dict], key: Callable[[dict], tuple]) -> list[list[dict]]:
@@ -99,14 +102,41 @@ def _content(text: str, image_count: int) -> dict:
 CONTENT = ("characters", "image_count", "paragraphs")
 
 
-async def _upsert_posts(session: AsyncSession, rows: list[dict], set_of: Callable[[Any], dict]):
-    """Upsert post rows round by round (`set_of(excluded)` on a conflict)."""
-    for batch in _rounds(rows, _post_key):
-        statement = insert(Post)
-        statement = statement.on_conflict_do_update(
+# Statements built once (by name): only the rows change from batch to batch.
+_STATEMENTS: dict[str, Any] = {}
+
+
+def _from_arrays(model: Any, names: Sequence[str]) -> Any:
+    """INSERT INTO the model's table (names) SELECT unnest(one array per column): one statement
+    text whatever the number of rows, so it is compiled and prepared once (the columns not
+    named take their defaults)."""
+    columns = model.__table__.c
+    arrays = [
+        func.unnest(bindparam(f"{name}_values", type_=ARRAY(columns[name].type))) for name in names
+    ]
+    return insert(model.__table__).from_select(list(names), select(*arrays))
+
+
+def _arrays(rows: list[dict], names: Sequence[str]) -> dict[str, list]:
+    return {f"{name}_values": [row[name] for row in rows] for name in names}
+
+
+async def _upsert_posts(
+    session: AsyncSession, kind: str, rows: list[dict], set_of: Callable[[Any], dict]
+) -> None:
+    """Upsert post rows round by round (`set_of(excluded)` on a conflict); every row of a kind
+    has the same columns."""
+    if not rows:
+        return
+    names = list(rows[0])
+    key = f"posts.{kind}"
+    if key not in _STATEMENTS:
+        statement = _from_arrays(Post, names)
+        _STATEMENTS[key] = statement.on_conflict_do_update(
             index_elements=["post_id"], set_=set_of(statement.excluded)
         )
-        await session.execute(statement, batch)
+    for batch in _rounds(rows, _post_key):
+        await session.execute(_STATEMENTS[key], _arrays(batch, names))
 
 
 async def content_times(session: AsyncSession, post_ids: set[str]) -> dict[str, datetime | None]:
@@ -160,7 +190,7 @@ async def posts_created(
             **_content_update(excluded),
         }
 
-    await _upsert_posts(session, rows, set_of)
+    await _upsert_posts(session, "created", rows, set_of)
 
 
 async def posts_updated(session: AsyncSession, events: Sequence[BusEvent]) -> None:
@@ -176,7 +206,7 @@ async def posts_updated(session: AsyncSession, events: Sequence[BusEvent]) -> No
         }
         for e in events
     ]
-    await _upsert_posts(session, rows, _content_update)
+    await _upsert_posts(session, "updated", rows, _content_update)
 
 
 async def posts_deleted(session: AsyncSession, events: Sequence[BusEvent]) -> None:
@@ -184,7 +214,7 @@ async def posts_deleted(session: AsyncSession, events: Sequence[BusEvent]) -> No
         {"post_id": e.data["post_id"], "creator_id": e.creator_id, "deleted": True, "seq": e.seq}
         for e in events
     ]
-    await _upsert_posts(session, rows, lambda excluded: {"deleted": True})
+    await _upsert_posts(session, "deleted", rows, lambda excluded: {"deleted": True})
 
 
 async def posts_moderated(session: AsyncSession, events: Sequence[BusEvent]) -> None:
@@ -209,7 +239,7 @@ async def posts_moderated(session: AsyncSession, events: Sequence[BusEvent]) -> 
             "verdict_time": func.greatest(Post.verdict_time, excluded.verdict_time),
         }
 
-    await _upsert_posts(session, rows, set_of)
+    await _upsert_posts(session, "moderated", rows, set_of)
 
 
 async def interactions(
@@ -237,11 +267,41 @@ async def interactions(
                 "state_time": event.time,
             }
         )
-    statement = insert(Interaction)
+    touched: set[tuple[str, str]] = set()
+    if not rows:
+        return touched
+    if "interactions" not in _STATEMENTS:
+        _STATEMENTS["interactions"] = _upsert_interactions()
+    for batch in _rounds(rows, _interaction_key):
+        month_of = {
+            (actor, post, kind): month
+            for actor, post, kind, month in await session.execute(
+                _STATEMENTS["interactions"], _arrays(batch, INTERACTION_COLUMNS)
+            )
+        }
+        touched |= {(row["creator_id"], month_of[_interaction_key(row)]) for row in batch}
+    return touched
+
+
+INTERACTION_COLUMNS = (
+    "actor_id",
+    "post_id",
+    "kind",
+    "creator_id",
+    "time",
+    "month",
+    "day",
+    "deleted",
+    "state_time",
+)
+
+
+def _upsert_interactions() -> Any:
+    statement = _from_arrays(Interaction, INTERACTION_COLUMNS)
     excluded = statement.excluded
     newer = _newer_than_excluded(Interaction.state_time, excluded.state_time)
     created_and_newer = and_(newer, ~excluded.deleted)
-    statement = statement.on_conflict_do_update(
+    return statement.on_conflict_do_update(
         index_elements=["actor_id", "post_id", "kind"],
         set_={
             "deleted": case((newer, excluded.deleted), else_=Interaction.deleted),
@@ -251,14 +311,6 @@ async def interactions(
             "day": case((created_and_newer, excluded.day), else_=Interaction.day),
         },
     ).returning(Interaction.actor_id, Interaction.post_id, Interaction.kind, Interaction.month)
-    touched: set[tuple[str, str]] = set()
-    for batch in _rounds(rows, _interaction_key):
-        month_of = {
-            (actor, post, kind): month
-            for actor, post, kind, month in await session.execute(statement, batch)
-        }
-        touched |= {(row["creator_id"], month_of[_interaction_key(row)]) for row in batch}
-    return touched
 
 
 def _interaction_key(row: dict) -> tuple:

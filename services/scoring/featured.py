@@ -41,7 +41,7 @@ from decimal import Decimal, localcontext
 from zoneinfo import ZoneInfo
 
 from prometheus_client import Counter
-from sqlalchemy import DateTime, String, delete, func, literal, select, text
+from sqlalchemy import DateTime, String, any_, bindparam, delete, func, literal, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -134,22 +134,24 @@ async def refresh(session: AsyncSession, settings: Settings, post_ids: Iterable[
     if not ids:
         return
     zone = settings.timezone
-    posts = list(
-        await session.scalars(
-            select(Post).where(
-                Post.post_id.in_(ids), Post.time.is_not(None), months.qualifying(settings)
-            )
-        )
-    )
+    qualifying_of, engagements_of, remove, upsert = _refresh_statements(settings)
+    posts = (await session.execute(qualifying_of, {"ids": ids})).all()
     keep = {p.post_id for p in posts}
     gone = [i for i in ids if i not in keep]
     if gone:
-        await session.execute(delete(FeaturedScore).where(FeaturedScore.post_id.in_(gone)))
+        await session.execute(remove, {"ids": gone})
     if not posts:
         return
     # One query for every post: its distinct actors and engagement before its week's freeze.
-    cutoffs = {p.post_id: freeze_after(week_of(p.time, zone), settings) for p in posts}
-    engagement = await _engagements(session, settings, cutoffs)
+    weeks = {p.post_id: week_of(p.time, zone) for p in posts}
+    cutoffs = {p.post_id: freeze_after(weeks[p.post_id], settings) for p in posts}
+    engaged = sorted(cutoffs)
+    engagement = {
+        post_id: (int(n), int(total))
+        for post_id, n, total in await session.execute(
+            engagements_of, {"ids": engaged, "cutoffs": [cutoffs[i] for i in engaged]}
+        )
+    }
     rows = []
     for post in sorted(posts, key=lambda p: p.post_id):
         distinct, weighted = engagement.get(post.post_id, (0, 0))
@@ -158,32 +160,60 @@ async def refresh(session: AsyncSession, settings: Settings, post_ids: Iterable[
             {
                 "post_id": post.post_id,
                 "creator_id": post.creator_id,
-                "week": week_of(post.time, zone),
+                "week": weeks[post.post_id],
                 "time": post.time,
                 "quality": quality,
                 "engagement": weighted,
                 "score": featured_score(quality, weighted),
             }
         )
+    await session.execute(upsert, rows)
+
+
+# The statements of `refresh`, built once per rule (the settings they depend on).
+_STATEMENTS: dict[tuple, tuple] = {}
+
+
+def _refresh_statements(settings: Settings) -> tuple:
+    rule = (
+        settings.qualifying_post_min_chars,
+        settings.interaction_weight_like,
+        settings.interaction_weight_comment,
+        settings.interaction_weight_share,
+        settings.interaction_weight_quote,
+    )
+    if rule not in _STATEMENTS:
+        _STATEMENTS[rule] = _build_refresh_statements(settings)
+    return _STATEMENTS[rule]
+
+
+def _build_refresh_statements(settings: Settings) -> tuple:
+    ids = bindparam("ids", type_=ARRAY(String))
+    qualifying_of = select(
+        Post.post_id,
+        Post.creator_id,
+        Post.time,
+        Post.characters,
+        Post.image_count,
+        Post.paragraphs,
+        Post.quality_score,
+    ).where(Post.post_id == any_(ids), Post.time.is_not(None), months.qualifying(settings))
+    remove = delete(FeaturedScore).where(FeaturedScore.post_id == any_(ids))
+    engagements_of = _engagements_statement(settings)
     statement = insert(FeaturedScore)
     names = ("creator_id", "week", "time", "quality", "engagement", "score")
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["post_id"], set_={n: statement.excluded[n] for n in names}
-        ),
-        rows,
+    upsert = statement.on_conflict_do_update(
+        index_elements=["post_id"], set_={n: statement.excluded[n] for n in names}
     )
+    return qualifying_of, engagements_of, remove, upsert
 
 
-async def _engagements(
-    session: AsyncSession, settings: Settings, cutoffs: dict[str, datetime]
-) -> dict[str, tuple[int, int]]:
-    """{post: (distinct actors, Σ of each actor's heaviest interaction weight)}, counting the
-    interactions before each post's cut-off."""
-    ids = sorted(cutoffs)
+def _engagements_statement(settings: Settings):
+    """(post, distinct actors, Σ of each actor's heaviest interaction weight) of the posts
+    `ids`, counting the interactions before each post's cut-off (`cutoffs`, in the same order)."""
     bounds = select(
-        func.unnest(literal(ids, ARRAY(String))).label("post_id"),
-        func.unnest(literal([cutoffs[i] for i in ids], ARRAY(DateTime(True)))).label("before"),
+        func.unnest(bindparam("ids", type_=ARRAY(String))).label("post_id"),
+        func.unnest(bindparam("cutoffs", type_=ARRAY(DateTime(True)))).label("before"),
     ).subquery()
     per_actor = (
         months.counted_interactions(settings)
@@ -193,12 +223,9 @@ async def _engagements(
         .group_by(Interaction.post_id, Interaction.actor_id)
         .subquery()
     )
-    rows = await session.execute(
-        select(per_actor.c.post_id, func.count(), func.sum(per_actor.c.weight)).group_by(
-            per_actor.c.post_id
-        )
+    return select(per_actor.c.post_id, func.count(), func.sum(per_actor.c.weight)).group_by(
+        per_actor.c.post_id
     )
-    return {post_id: (int(n), int(total)) for post_id, n, total in rows}
 
 
 async def rebuild(session: AsyncSession, settings: Settings, week: str | None = None) -> int:

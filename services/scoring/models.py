@@ -17,6 +17,7 @@ from sqlalchemy import (
     Numeric,
     String,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -51,7 +52,14 @@ class Post(Base):
     (event time), the latest verdict, deletion; and its near-duplicate status."""
 
     __tablename__ = "scoring_posts"
-    __table_args__ = (Index("ix_scoring_posts_creator_month", "creator_id", "month"),)
+    __table_args__ = (
+        Index("ix_scoring_posts_creator_month", "creator_id", "month"),
+        Index(  # migration 0010: the copies of a post whose text changed
+            "ix_scoring_posts_duplicate_of",
+            "duplicate_of",
+            postgresql_where=text("duplicate_of IS NOT NULL"),
+        ),
+    )
 
     post_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     creator_id: Mapped[str] = mapped_column(String(128))
@@ -88,7 +96,10 @@ class Interaction(Base):
     """One (actor, post, kind): counted once, its latest state by event time."""
 
     __tablename__ = "scoring_interactions"
-    __table_args__ = (Index("ix_scoring_interactions_creator_month", "creator_id", "month"),)
+    __table_args__ = (
+        Index("ix_scoring_interactions_creator_month", "creator_id", "month"),
+        Index("ix_scoring_interactions_post_id", "post_id"),  # migration 0010
+    )
 
     actor_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     post_id: Mapped[str] = mapped_column(String(128), primary_key=True)

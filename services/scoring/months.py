@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import and_, case, func, or_, select, text, tuple_
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import CHAR, Integer, String, and_, bindparam, case, func, or_, select, text
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -187,59 +187,21 @@ RECOMPUTE_CHUNK = 2000
 async def _recompute_many(
     session: AsyncSession, settings: Settings, pairs: list[tuple[str, str]]
 ) -> None:
-    """Rebuild these creator-months from the facts: three queries and one upsert, keys sorted
+    """Rebuild these creator-months from the facts: two queries and one upsert, keys sorted
     (two batches touching the same creator-months lock them in one order)."""
-    keys = tuple_(Post.creator_id, Post.month).in_(pairs)
+    posts_of, received_of, upsert = _recompute_statements(settings)
+    keys = {"creators": [c for c, _ in pairs], "months": [m for _, m in pairs]}
     posts = dict.fromkeys(pairs, 0)
-    rows = await session.execute(
-        select(Post.creator_id, Post.month, func.count())
-        .where(keys, Post.kind.is_not(None), ~Post.deleted)
-        .group_by(Post.creator_id, Post.month)
-    )
-    for creator_id, month, count in rows:
-        posts[(creator_id, month)] = count
-
-    actors = (
-        counted_interactions(settings)
-        .where(Interaction.post_id == Post.post_id)
-        .with_only_columns(func.count(func.distinct(Interaction.actor_id)))
-        .scalar_subquery()
-    )
     quality_posts: dict[tuple[str, str], list] = {pair: [] for pair in pairs}
-    rows = await session.execute(
-        select(
-            Post.creator_id,
-            Post.month,
-            Post.day,
-            Post.characters,
-            Post.image_count,
-            Post.paragraphs,
-            Post.quality_score,
-            actors.label("distinct_actors"),
-        ).where(keys, qualifying(settings))
-    )
-    for row in rows:
-        quality_posts[(row.creator_id, row.month)].append(row)
-
-    per_actor_day = (
-        counted_interactions(settings)
-        .where(tuple_(Interaction.creator_id, Interaction.month).in_(pairs))
-        .with_only_columns(
-            Interaction.creator_id, Interaction.month, func.sum(_weight(settings)).label("weight")
-        )
-        .group_by(Interaction.creator_id, Interaction.month, Interaction.actor_id, Interaction.day)
-        .subquery()
-    )
-    cap = settings.interaction_daily_cap_per_actor
+    for row in await session.execute(posts_of, keys):
+        pair = (row.creator_id, row.month)
+        posts[pair] += 1
+        if row.qualifies:
+            quality_posts[pair].append(row)
     received = dict.fromkeys(pairs, 0)
-    rows = await session.execute(
-        select(
-            per_actor_day.c.creator_id,
-            per_actor_day.c.month,
-            func.sum(func.least(per_actor_day.c.weight, cap)),
-        ).group_by(per_actor_day.c.creator_id, per_actor_day.c.month)
-    )
-    for creator_id, month, total in rows:
+    for creator_id, month, total in await session.execute(
+        received_of, {**keys, "cap": settings.interaction_daily_cap_per_actor}
+    ):
         received[(creator_id, month)] = int(total)
 
     values = []
@@ -258,16 +220,83 @@ async def _recompute_many(
                 "quality": quality.quantize(score.SIX_PLACES),
             }
         )
+    await session.execute(upsert, values)
+
+
+# The statements of `_recompute_many`, built once per rule (the settings they depend on): only
+# the creator-months change from batch to batch, passed as two arrays.
+_STATEMENTS: dict[tuple, tuple] = {}
+
+
+def _recompute_statements(settings: Settings) -> tuple:
+    rule = (
+        settings.qualifying_post_min_chars,
+        settings.interaction_weight_like,
+        settings.interaction_weight_comment,
+        settings.interaction_weight_share,
+        settings.interaction_weight_quote,
+    )
+    if rule not in _STATEMENTS:
+        _STATEMENTS[rule] = _build_recompute_statements(settings)
+    return _STATEMENTS[rule]
+
+
+def _build_recompute_statements(settings: Settings) -> tuple:
+    pairs = select(
+        func.unnest(bindparam("creators", type_=ARRAY(String))).label("creator_id"),
+        func.unnest(bindparam("months", type_=ARRAY(CHAR(7)))).label("month"),
+    ).subquery("pairs")
+    actors = (
+        counted_interactions(settings)
+        .where(Interaction.post_id == Post.post_id)
+        .with_only_columns(func.count(func.distinct(Interaction.actor_id)))
+        .scalar_subquery()
+    )
+    quality = qualifying(settings)
+    # Every post of the creator-months (counted), the qualifying ones with what their quality
+    # needs (their distinct actors looked up for them only).
+    posts_of = (
+        select(
+            Post.creator_id,
+            Post.month,
+            Post.day,
+            Post.characters,
+            Post.image_count,
+            Post.paragraphs,
+            Post.quality_score,
+            quality.label("qualifies"),
+            case((quality, actors)).label("distinct_actors"),
+        )
+        .join_from(
+            pairs, Post, and_(Post.creator_id == pairs.c.creator_id, Post.month == pairs.c.month)
+        )
+        .where(Post.kind.is_not(None), ~Post.deleted)
+    )
+    per_actor_day = (
+        counted_interactions(settings)
+        .join(
+            pairs,
+            and_(Interaction.creator_id == pairs.c.creator_id, Interaction.month == pairs.c.month),
+        )
+        .with_only_columns(
+            Interaction.creator_id, Interaction.month, func.sum(_weight(settings)).label("weight")
+        )
+        .group_by(Interaction.creator_id, Interaction.month, Interaction.actor_id, Interaction.day)
+        .subquery()
+    )
+    received_of = select(
+        per_actor_day.c.creator_id,
+        per_actor_day.c.month,
+        func.sum(func.least(per_actor_day.c.weight, bindparam("cap", type_=Integer))),
+    ).group_by(per_actor_day.c.creator_id, per_actor_day.c.month)
     statement = insert(CreatorMonth)
     excluded = statement.excluded
     columns = ("posts", "qualifying_posts", "active_days", "interactions", "quality")
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["creator_id", "month"],
-            set_={name: excluded[name] for name in columns} | {"updated_at": func.now()},
-        ),
-        values,
+    upsert = statement.on_conflict_do_update(
+        index_elements=["creator_id", "month"],
+        set_={name: excluded[name] for name in columns} | {"updated_at": func.now()},
     )
+    return posts_of, received_of, upsert
 
 
 async def provisional_creator_months(
