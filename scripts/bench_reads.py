@@ -388,6 +388,9 @@ async def own_server():
             "CREATOR_ACTIVITY_DATABASE_URL": to_asyncpg_url(dsn),
             "CREATOR_ACTIVITY_BOOTSTRAP_ADMIN_KEY": key,
             "CREATOR_ACTIVITY_LOG_LEVEL": "WARNING",
+            # as many connections as clients (10 + 10 overflow by default): a request waiting
+            # for one can be overtaken by later ones (asyncio's queue), up to the pool timeout
+            "CREATOR_ACTIVITY_DB_POOL_SIZE": "20",
         }
         process = _start_scoring(port, env)
         base_url = f"http://127.0.0.1:{port}"
