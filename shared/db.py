@@ -6,10 +6,14 @@ import atexit
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import asyncpg
 from sqlalchemy import MetaData
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -124,7 +128,7 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-async def driver(session: AsyncSession):
+async def driver(session: AsyncSession) -> Driver:
     """The session's own asyncpg connection (its transaction, if it has one), for the few
     statements run on every request, where SQLAlchemy's cost per statement (statement cache
     key, result machinery, a greenlet switch) is a fair share of a read's CPU. JSON columns
@@ -133,4 +137,39 @@ async def driver(session: AsyncSession):
     here before that one runs on its own (which, under READ COMMITTED, sees the same)."""
     connection = await session.connection()
     raw = await connection.get_raw_connection()
-    return raw.driver_connection
+    return Driver(connection, raw.driver_connection)
+
+
+class ConnectionLost(DisconnectionError):
+    """The database connection under a driver call was lost (a 503, like any outage)."""
+
+
+class Driver:
+    """The asyncpg calls the services make on a session's connection. A lost connection is
+    handled as SQLAlchemy handles one in its own statements: every pooled connection older
+    than the loss is invalidated (there is no ping per checkout: docs/decisions.md), and the
+    error is a `ConnectionLost`."""
+
+    def __init__(self, connection: AsyncConnection, raw: asyncpg.Connection) -> None:
+        self._connection, self._raw = connection, raw
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        return await self._run(self._raw.fetch, query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        return await self._run(self._raw.fetchrow, query, *args)
+
+    async def copy_records_to_table(self, table: str, **kwargs: Any) -> str:
+        return await self._run(self._raw.copy_records_to_table, table, **kwargs)
+
+    async def _run(self, call, *args: Any, **kwargs: Any):
+        try:
+            return await call(*args, **kwargs)
+        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError) as exc:
+            if isinstance(exc, asyncpg.InterfaceError) and not self._raw.is_closed():
+                raise  # a misuse of the driver, not a lost connection
+            # what SQLAlchemy does on a disconnect in its own statements (Connection.
+            # _handle_dbapi_exception): the whole pool, not only this connection
+            fairy = self._connection.sync_connection.connection
+            self._connection.sync_engine.pool._invalidate(fairy, exc)
+            raise ConnectionLost(f"the database connection was lost: {exc!r}") from exc

@@ -143,8 +143,10 @@ def is_unavailable(exc: BaseException) -> bool:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, (sa_exc.TimeoutError, OSError, *_UNAVAILABLE_ASYNCPG)):
-            return True  # pool exhausted; connection refused, reset, timed out
+        if isinstance(current, (sa_exc.TimeoutError, sa_exc.DisconnectionError, OSError)):
+            return True  # pool exhausted; connection refused, reset, lost, timed out
+        if isinstance(current, _UNAVAILABLE_ASYNCPG):
+            return True
         if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
             return True
         sqlstate = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)

@@ -193,6 +193,36 @@ async def test_pool_exhausted_is_503_with_retry_after(system):
     assert (await system.client.get(MONTH, headers=ADMIN)).status_code == 404  # back at once
 
 
+async def test_connections_the_server_dropped_fail_one_request_each_way_then_none(system):
+    """No ping per checkout: after the server drops every connection (a restart, a failover),
+    the first request on a dropped one is a 503 (never a 500), and the pool is renewed at
+    once, so the next requests succeed. Both ways into the database: SQLAlchemy's statements
+    (the ingest) and the driver's (the key lookup and the reads)."""
+    await system.runtime.stop_workers()  # only the requests use the pool
+    engine = system.runtime.context.engine
+    for method, path, body, fine in [
+        ("GET", MONTH, None, 404),
+        ("POST", "/v1/events", post_created(), 202),
+    ]:
+        for _ in range(3):  # several pooled connections, each with a key lookup done
+            assert (await system.client.get(MONTH, headers=ADMIN)).status_code == 404
+        assert engine.pool.checkedin() >= 1
+        async with engine.connect() as other:  # the server drops every other connection
+            await other.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        first = await system.client.request(method, path, json=body, headers=ADMIN)
+        assert first.status_code in (503, fine), first.text
+        if first.status_code == 503:
+            assert first.json()["error"] == "unavailable"
+        for _ in range(3):
+            again = await system.client.request(method, path, json=body, headers=ADMIN)
+            assert again.status_code in (fine, 200), again.text  # 200: the event's duplicate
+
+
 @pytest.mark.parametrize(
     "settings_overrides",
     [

@@ -184,7 +184,9 @@ class Page:
     state: freshness.State  # the month's version and refresh, read with the page
     settled: bool
     total: int  # ranked creators in the table
-    entries: list[tuple[standings.Standing, leaderboard.EntryExtras]]
+    # each ranked row (what a ranking entry shows: rank, creator_id, score, statistics,
+    # eligible, payout) with its extras; not a Standing: a page needs no components
+    entries: list[tuple[SimpleNamespace, leaderboard.EntryExtras]]
 
 
 async def page(session: AsyncSession, month: str, limit: int, offset: int, day: str) -> Page:
@@ -214,7 +216,8 @@ async def page(session: AsyncSession, month: str, limit: int, offset: int, day: 
             badges=[leaderboard.CERTIFICATION_BADGE] if row.has_badge else [],
             rank_change=None if row.rank_before is None else row.rank_before - row.rank,
         )
-        entries.append((_standing(row, None, None, components=False), extras))
+        row.payout = None  # until the month is settled
+        entries.append((row, extras))
     return Page(state, first.settled, first.total or 0, entries)
 
 
@@ -255,12 +258,10 @@ def _from_dict(values: dict | None) -> score.Components:
     return score.Components(*(Decimal(values[name]) for name in standings.COMPONENTS))
 
 
-def _standing(
-    row, divisors: dict | None, weights: dict | None, *, components: bool = True
-) -> standings.Standing:
+def _standing(row, divisors: dict | None, weights: dict | None) -> standings.Standing:
     """A standing from its row; its components computed again from the statistics and the
     month's divisors, as `score.score_month` computed them (the same functions, the same
-    decimal context), so `explain()` gives the same strings. A page needs no components."""
+    decimal context), so `explain()` gives the same strings."""
     stats = score.CreatorStats(
         creator_id=row.creator_id,
         qualifying_posts=row.qualifying_posts,
@@ -270,12 +271,6 @@ def _standing(
         certified=row.certified,
     )
     divisors = _from_dict(divisors)
-    if not components:
-        zero = score.Components(*([Decimal(0)] * 4))
-        scored = score.CreatorScore(
-            row.creator_id, row.certified, row.eligible, zero, zero, row.score, row.rank
-        )
-        return standings.Standing(stats, scored, divisors, _from_dict(weights))
     with localcontext(score.CONTEXT):
         raw = score._raw_components(stats)
         normalised = score.Components(

@@ -30,7 +30,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.db import Base
+from shared.db import Base, driver
 from shared.events import BusEvent, IncomingEvent
 
 # Any constant shared by every appender; 0x6361 = "ca".
@@ -90,9 +90,7 @@ async def append(session: AsyncSession, events: Sequence[IncomingEvent]) -> set[
     await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": APPEND_LOCK_KEY})
     # The insert on the driver's connection (the same one, in the same transaction): the rows
     # go as eight arrays, with no per-row work in SQLAlchemy.
-    connection = await session.connection()
-    driver = (await connection.get_raw_connection()).driver_connection
-    stored = await driver.fetch(
+    stored = await (await driver(session)).fetch(
         APPEND,
         [e.id for e in events],
         [e.content_hash for e in events],
