@@ -165,11 +165,21 @@ class Driver:
     async def _run(self, call, *args: Any, **kwargs: Any):
         try:
             return await call(*args, **kwargs)
-        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError) as exc:
-            if isinstance(exc, asyncpg.InterfaceError) and not self._raw.is_closed():
-                raise  # a misuse of the driver, not a lost connection
-            # what SQLAlchemy does on a disconnect in its own statements (Connection.
-            # _handle_dbapi_exception): the whole pool, not only this connection
-            fairy = self._connection.sync_connection.connection
-            self._connection.sync_engine.pool._invalidate(fairy, exc)
-            raise ConnectionLost(f"the database connection was lost: {exc!r}") from exc
+        except asyncpg.PostgresError as exc:
+            if not self._raw.is_closed():
+                raise  # the server's answer (a constraint, a timeout): the connection is fine
+            self._lost(exc)
+        except (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+            self._lost(exc)
+        except BaseException as exc:
+            # cancelled mid-statement: the protocol's state is unknown, never reuse it
+            self._connection.sync_connection.connection.invalidate(exc)
+            raise
+
+    def _lost(self, exc: BaseException):
+        """What SQLAlchemy does on a disconnect in its own statements (`Connection.
+        _handle_dbapi_exception`): every connection of the pool older than now is replaced,
+        this one at once."""
+        fairy = self._connection.sync_connection.connection
+        self._connection.sync_engine.pool._invalidate(fairy, exc)
+        raise ConnectionLost(f"the database connection was lost: {exc!r}") from exc
