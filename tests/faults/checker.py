@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -30,12 +31,12 @@ from typing import Any
 import asyncpg
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from shared.db import to_asyncpg_url
 from shared.events import DATA_MODELS
 from tests.conftest import make_settings, running
-from tests.faults.cluster import FAST, Cluster
+from tests.faults.cluster import Cluster
 from tests.faults.generator import MONTHS, PROGRAM_SETTINGS, SOURCE, VOUCHER_CAP, form_of
 from tests.faults.infra import Postgres
 from tests.faults.ledger import Ledger
@@ -267,30 +268,58 @@ async def feed_ids(cluster: Cluster) -> list[str]:
         after = body["next"]
 
 
-async def topic_ids(bootstrap: str, topic: str, expected: set[str]) -> list[str]:
-    """The reward ids on the rewards topic, read from the first offset until every expected
-    one was seen or nothing more came for a while. (Tansu reports end offsets below the high
-    watermark: they cannot say where the topic ends.)"""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+async def read_topic(
+    bootstrap: str, topic: str, enough: Callable[[list[ConsumerRecord]], bool]
+) -> list[ConsumerRecord]:
+    """The topic's messages, read from the first offset until `enough` of them were seen or
+    nothing more came for a while. (Tansu reports end offsets below the high watermark: they
+    cannot say where the topic ends.) A partition whose offset is out of range is read again
+    from its first offset, never skipped."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         await consumer.topics()  # fresh metadata
-        # Tansu leaves a topic created again by a produce out of its metadata: then the
-        # partitions the processes were told to create
-        numbers = consumer.partitions_for_topic(topic) or range(int(FAST["KAFKA_PARTITIONS"]))
-        partitions = [TopicPartition(topic, p) for p in numbers]
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        assert partitions, f"topic {topic} is not in the broker's metadata"
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        ids: list[str] = []
+        messages: list[ConsumerRecord] = []
         quiet_since = time.monotonic()
-        while not expected <= set(ids) and time.monotonic() - quiet_since < 5:
+        while not enough(messages) and time.monotonic() - quiet_since < 5:
             batches = await consumer.getmany(*partitions, timeout_ms=500)
-            for messages in batches.values():
-                ids += [orjson.loads(m.value)["id"] for m in messages]
+            for batch in batches.values():
+                messages += batch
                 quiet_since = time.monotonic()
-        return ids
+        return messages
     finally:
         await consumer.stop()
+
+
+async def topic_ids(bootstrap: str, topic: str, expected: set[str]) -> list[str]:
+    """The reward ids on the rewards topic (read until every expected one was seen)."""
+
+    def ids(messages: list[ConsumerRecord]) -> list[str]:
+        return [orjson.loads(m.value)["id"] for m in messages]
+
+    return ids(await read_topic(bootstrap, topic, lambda messages: expected <= set(ids(messages))))
+
+
+async def last_offsets(bootstrap: str, topic: str, expected: dict[int, int]) -> dict[int, int]:
+    """Partition -> the last offset the topic holds in it (read until `expected` is reached)."""
+
+    def last(messages: list[ConsumerRecord]) -> dict[int, int]:
+        offsets: dict[int, int] = {}
+        for m in messages:
+            offsets[m.partition] = max(m.offset, offsets.get(m.partition, -1))
+        return offsets
+
+    def enough(messages: list[ConsumerRecord]) -> bool:
+        seen = last(messages)
+        return all(seen.get(p, -1) >= offset for p, offset in expected.items())
+
+    return last(await read_topic(bootstrap, topic, enough))
 
 
 async def readers_outside(

@@ -16,7 +16,7 @@ import contextlib
 
 import pytest
 
-from tests.faults.checker import GROUPS, check, topic_ids, unchanged
+from tests.faults.checker import GROUPS, check, last_offsets, topic_ids, unchanged
 from tests.faults.cluster import Cluster
 from tests.faults.generator import PROGRAM_SETTINGS, generate, workload
 from tests.faults.ledger import Ledger
@@ -82,9 +82,10 @@ async def test_crashes_restarts_and_rebalances(bus, cluster_of, fault_postgres):
         await restart(cluster, "ingest")
         await ledger.wait_for_events(80)
         await restart(cluster, "ingest", graceful=True)
-        # consumers killed mid-stream (a batch in hand, most likely), several times
-        for n, service in enumerate(("scoring", "badges", "scoring", "badges")):
-            await ledger.wait_for_events(110 + 30 * n)
+        # consumers killed mid-stream (a batch in hand, most likely): each group killed twice,
+        # here alone and below one of three
+        for n, service in enumerate(("scoring", "badges")):
+            await ledger.wait_for_events(120 + 40 * n)
             await restart(cluster, service)
         # two, then three processes of each group: rebalances under load
         await ledger.wait_for_events(240)
@@ -138,12 +139,21 @@ async def test_the_broker_loses_its_data(cluster_of, fault_postgres, fault_broke
         "SELECT (SELECT max(seq) FROM events), (SELECT max(feed_seq) FROM badges_rewards)"
     )
     assert dict(positions) == {cluster.events_topic: ends[0][0], cluster.rewards_topic: ends[0][1]}
+    # The broker offsets the events relay recorded started again at 0 on the empty broker: in
+    # each partition, the last offset the new broker holds (not the lost broker's numbering).
+    recorded = dict(
+        await cluster.fetch(
+            "SELECT partition, acked_offset FROM relay_offsets"
+            f" WHERE topic = '{cluster.events_topic}'"
+        )
+    )
+    assert await last_offsets(cluster.bootstrap, cluster.events_topic, recorded) == recorded
     # and every process is ready again (its bus check finds the topics)
     for process in cluster.processes:
         await cluster.wait_ready(process, within=60)
-    # The rewards topic after the loss: the relay publishes the rewards again when it sees the
-    # loss (an ack below an earlier one, or the topic gone); some runs still miss rewards
-    # published before the loss (a known gap, reported), hence not a failure yet.
+    # The rewards topic after the loss: most runs still miss the rewards published before the
+    # loss (the rewards relay does not see the loss; cause not found yet, see the report in
+    # docs/guarantees.md), hence not a failure yet.
     reward_ids = {v[0] for v in projections.rewards.values()}
     on_topic = await topic_ids(cluster.bootstrap, cluster.rewards_topic, reward_ids)
     missing = reward_ids - set(on_topic)
