@@ -197,10 +197,9 @@ async def measure(base_url: str, key: str, paths: list[str], clients: int, rate=
     """GETs of `paths` from a load process of its own (bench_load's `reads`): `clients`
     concurrent clients, or open loop at `rate` requests/s; latencies in ms."""
     url = httpx.URL(base_url)
-    job = Job("reads", host=url.host, port=url.port, key=key, paths=paths, concurrency=clients)
-    if rate:
-        job = Job("reads", host=url.host, port=url.port, key=key, paths=paths, concurrency=1,
-                  rate=rate)  # fmt: skip
+    job = Job(
+        "reads", host=url.host, port=url.port, key=key, paths=paths, concurrency=clients, rate=rate
+    )
     try:
         await job.ready()
         job.go()
