@@ -231,7 +231,10 @@ def _is_extension_value(value: Any) -> bool:
         return True
     if isinstance(value, int):
         return -(2**63) <= value < 2**63
-    return isinstance(value, float) and math.isfinite(value)
+    if not isinstance(value, float) or not math.isfinite(value):
+        return False
+    # a JSON integer past 64 bits reaches us as a float (orjson): integral is still integer
+    return not value.is_integer() or -(2**63) <= value < 2**63
 
 
 @dataclass(frozen=True)
