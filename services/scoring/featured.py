@@ -175,13 +175,7 @@ _STATEMENTS: dict[tuple, tuple] = {}
 
 
 def _refresh_statements(settings: Settings) -> tuple:
-    rule = (
-        settings.qualifying_post_min_chars,
-        settings.interaction_weight_like,
-        settings.interaction_weight_comment,
-        settings.interaction_weight_share,
-        settings.interaction_weight_quote,
-    )
+    rule = months.counting_rule(settings)
     if rule not in _STATEMENTS:
         _STATEMENTS[rule] = _build_refresh_statements(settings)
     return _STATEMENTS[rule]
@@ -242,27 +236,6 @@ async def rebuild(session: AsyncSession, settings: Settings, week: str | None = 
     ids |= set(await session.scalars(stale))
     await refresh(session, settings, ids)
     return len(ids)
-
-
-async def _engagement(
-    session: AsyncSession, settings: Settings, post_id: str, before: datetime
-) -> tuple[int, int]:
-    """(distinct actors, Σ of each actor's heaviest interaction weight) on the post."""
-    per_actor = (
-        months.counted_interactions(settings)
-        .where(Interaction.post_id == post_id, Interaction.time < before)
-        .with_only_columns(func.max(months._weight(settings)).label("weight"))
-        .group_by(Interaction.actor_id)
-        .subquery()
-    )
-    actors, total = (
-        await session.execute(
-            select(func.count(), func.coalesce(func.sum(per_actor.c.weight), 0)).select_from(
-                per_actor
-            )
-        )
-    ).one()
-    return int(actors), int(total)
 
 
 # --- the list ------------------------------------------------------------------------------------

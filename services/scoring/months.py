@@ -228,14 +228,20 @@ async def _recompute_many(
 _STATEMENTS: dict[tuple, tuple] = {}
 
 
-def _recompute_statements(settings: Settings) -> tuple:
-    rule = (
+def counting_rule(settings: Settings) -> tuple:
+    """The settings the counting statements depend on: what makes a post qualify by length,
+    and what each kind of interaction weighs (the key of the statements built once)."""
+    return (
         settings.qualifying_post_min_chars,
         settings.interaction_weight_like,
         settings.interaction_weight_comment,
         settings.interaction_weight_share,
         settings.interaction_weight_quote,
     )
+
+
+def _recompute_statements(settings: Settings) -> tuple:
+    rule = counting_rule(settings)
     if rule not in _STATEMENTS:
         _STATEMENTS[rule] = _build_recompute_statements(settings)
     return _STATEMENTS[rule]
