@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -32,11 +33,14 @@ from sqlalchemy import text
 from services.ingest import router as ingest_router
 from services.ingest import service as ingest_service
 from services.scoring import consumer as scoring
+from services.scoring import months
 from shared.bus import create_bus
 from shared.bus import log as event_log
+from shared.events import BusEvent
 from tests.brokers import free_port, start_tansu
 from tests.conftest import make_settings, running
-from tests.system import ADMIN, post_created
+from tests.system import ADMIN, interaction_created, post_created
+from tests.test_vouchers import certify
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -229,6 +233,63 @@ async def test_without_the_append_lock_the_reader_skips_the_late_row(system, mon
     first, the consumer moves past it, and the lower row is never applied."""
     monkeypatch.setattr(event_log, "append", append_without_the_lock)
     assert await a_late_commit_is_still_applied(system) == 1
+
+
+# --- a settled month never moves -------------------------------------------------------------
+
+
+async def a_batch_in_flight_while_settling(system) -> tuple[int, int]:
+    """A scoring batch that read "October is not settled" is still open when an operator
+    settles October; it commits after. Returns (interactions in the settlement, interactions
+    in the creator's October once both are done): equal when the settlement waited for it."""
+    when = datetime(2026, 10, 10, 12, 0, tzinfo=UTC)
+    await certify(system, "c-race", when - timedelta(days=30))
+    post = post_created("c-race", "c-race-p", time=when.isoformat(), text="有" * 80)
+    like = interaction_created("c-race", "c-race-p", actor_id="fan-1", time=when.isoformat())
+    assert (await system.post_events([post, like])).status_code == 202
+    await system.wait_until_processed()
+
+    handle = scoring.make_handler(system.runtime.settings)
+    batch = BusEvent(
+        seq=10**9,  # a batch the consumer is applying (its position moves with its commit)
+        id="in-flight",
+        type="interaction.created",
+        time=when,
+        source="test",
+        creator_id="c-race",
+        data={"creator_id": "c-race", "post_id": "c-race-p", "actor_id": "fan-2", "kind": "like"},
+    )
+    async with system.runtime.context.sessionmaker() as session, session.begin():
+        await handle(session, [batch])
+        settling = asyncio.create_task(
+            system.client.post("/v1/admin/months/2026-10/settle", headers=ADMIN)
+        )
+        await asyncio.wait([settling], timeout=1)
+    settled = await settling
+    assert settled.status_code == 200, settled.text
+    [entry] = [e for e in settled.json()["entries"] if e["creator_id"] == "c-race"]
+    [month] = await system.sql(
+        "SELECT interactions FROM scoring_creator_months"
+        " WHERE creator_id = 'c-race' AND month = '2026-10'"
+    )
+    return entry["interactions"], month["interactions"]
+
+
+async def test_a_settlement_waits_for_the_batch_in_flight(system):
+    assert await a_batch_in_flight_while_settling(system) == (2, 2)
+
+
+async def test_without_the_month_lock_the_batch_moves_a_settled_month(system, monkeypatch):
+    """The mutation run: without the batch's shared lock the settlement does not wait; the batch
+    commits after it and the settled month's stats move past what was paid."""
+    real = months.lock_months
+
+    async def only_the_settlements_lock(session, names, *, shared):
+        if not shared:
+            await real(session, names, shared=shared)
+
+    monkeypatch.setattr(months, "lock_months", only_the_settlements_lock)
+    assert await a_batch_in_flight_while_settling(system) == (1, 2)
 
 
 # --- dead letters after N attempts ------------------------------------------------------------

@@ -135,6 +135,7 @@ async def recompute(
     pairs = sorted(set(creator_months))
     if not pairs:
         return []
+    await lock_months(session, {m for _, m in pairs}, shared=True)
     settled = set(
         await session.scalars(
             select(Settlement.month).where(Settlement.month.in_({m for _, m in pairs}))
@@ -148,6 +149,28 @@ async def recompute(
     # Precomputed standings and recommendations: their versions move (keep this hook).
     await standings.touch(session, {m for _, m in pairs if m not in settled})
     return late
+
+
+# Class of the advisory locks on months: held shared while a batch rebuilds a month's creators,
+# exclusively while the month is settled.
+MONTH_LOCK_CLASS = 0x6361_0004
+
+
+async def lock_months(session: AsyncSession, months: Iterable[str], *, shared: bool) -> None:
+    """Hold until commit a lock on each month, sorted (no deadlock between batches).
+
+    Without it a batch that read "not settled" just before a settlement committed would rebuild
+    the month's creators after it: the settled month's stats would move past what was paid.
+    With it the settlement waits for batches in flight (then counts them: it checks that scoring
+    is caught up under the lock), and a batch that comes after sees the month settled."""
+    keys = sorted(zlib.crc32(m.encode()) - 2**31 for m in set(months))
+    if not keys:
+        return
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    await session.execute(
+        text(f"SELECT count({function}(:class, key)) FROM unnest(CAST(:keys AS integer[])) AS key"),
+        {"class": MONTH_LOCK_CLASS, "keys": keys},
+    )
 
 
 # Class of the advisory locks on creators while their derived state is rebuilt (the two-int

@@ -13,12 +13,11 @@ The pool, the weights and the minimum are those of the program settings in force
 
 from __future__ import annotations
 
-import zlib
 from datetime import UTC, datetime
 from decimal import Decimal
 
 from prometheus_client import Counter
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scoring import months, score, standings
@@ -30,7 +29,6 @@ from shared.events import INTERNAL_SOURCE, PROGRAM_SUBJECT, IncomingEvent, Month
 from shared.program_settings import settings_in_force
 from shared.settings import Settings
 
-SETTLE_LOCK_CLASS = 0x6361_0004
 CENT = Decimal("0.01")
 
 SETTLEMENTS = Counter("creator_activity_settlements_total", "Months settled")
@@ -89,10 +87,7 @@ async def settle_month(
     opens = months.settle_after(month, settings)
     if now < opens:
         raise MonthNotOver(f"{month} can be settled from {opens.isoformat()} (month end + grace)")
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(:class, :month)"),
-        {"class": SETTLE_LOCK_CLASS, "month": zlib.crc32(month.encode()) - 2**31},
-    )
+    await months.lock_months(session, [month], shared=False)
     settled = await session.get(Settlement, month)
     if settled is not None:
         return settled
