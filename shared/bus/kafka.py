@@ -26,6 +26,7 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
     UnsupportedForMessageFormatError,
 )
+from aiokafka.structs import RecordMetadata
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.bus import dead_letters, positions, relay
@@ -41,6 +42,9 @@ from shared.events import BusEvent
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+# How long the relay's check for a lost broker may take before it gives up until the next.
+CHECK_TIMEOUT_S = 10
 
 # The broker will never take this event, however often it is sent.
 REFUSED_FOR_GOOD = (
@@ -82,10 +86,8 @@ class KafkaBus:
         self._producer: AIOKafkaProducer | None = None
         self._producer_lock = asyncio.Lock()
         self._metadata: AIOKafkaConsumer | None = None
-        # Per topic, the highest offset the broker acked to this process in each partition:
-        # an ack at or below it means the partition started again (the broker lost its data).
-        self._acked: dict[str, dict[int, int]] = {}
-        self._lost: set[str] = set()
+        # Topics whose outbox starts again after a loss, once they are ready for it.
+        self._starting_again: set[str] = set()
 
     def group_id(self, group: str) -> str:
         return f"{self.settings.kafka_group_prefix}{group}"
@@ -162,13 +164,13 @@ class KafkaBus:
         poll = self.settings.consumer_poll_interval_ms / 1000
         delay = self.settings.consumer_retry_initial_ms / 1000
         check_every = self.settings.consumer_catch_up_after_ms / 1000
-        # an empty topic is looked at as often as the groups look for missing events
+        # an idle topic is looked at as often as the groups look for missing events
         next_check = time.monotonic() + check_every
         logger.info("relay started", extra={"topic": outbox.topic})
         while not self.stopping.is_set():
             try:
-                if outbox.topic in self._lost:
-                    await self._publish_again(outbox)
+                if outbox.topic in self._starting_again:
+                    await self._ready_to_publish_again(outbox.topic)
                 elif time.monotonic() >= next_check:
                     next_check = time.monotonic() + check_every
                     if await self._broker_lost(outbox):
@@ -198,31 +200,41 @@ class KafkaBus:
             messages = await outbox.read(session, position, self.settings.relay_batch_size)
             if not messages:
                 return 0
-            results = await self._publish(producer, outbox.topic, messages)
-            for message, result in zip(messages, results, strict=True):
-                if isinstance(result, REFUSED_FOR_GOOD):
-                    # Parked for the record (the event log's groups apply it from the log).
-                    logger.error(
-                        "the broker refuses this message for good; parked",
-                        extra={
-                            "topic": outbox.topic,
-                            "position": message.position,
-                            "message_id": message.id,
-                            "error": repr(result),
-                        },
-                    )
-                    await outbox.park(session, message, repr(result))
-                    EVENTS_PARKED.labels(outbox.dead_letter_group).inc()
-                elif isinstance(result, BaseException):
-                    raise result  # transient: the whole batch again, readers dedupe
-            await relay.move(session, outbox.topic, messages[-1].position)
+            results, acks = await self._publish(producer, outbox.topic, messages)
+            # Before anything else: acks of a batch that failed in part still tell of a loss.
+            if await relay.note_acks(session, outbox.topic, _offsets_by_partition(acks)):
+                start = await outbox.start(session)
+                await relay.start_again(session, outbox.topic, start)
+                lost = {"topic": outbox.topic, "from": start, "was_at": position}
+            else:
+                lost = None
+                for message, result in zip(messages, results, strict=True):
+                    if isinstance(result, REFUSED_FOR_GOOD):
+                        # Parked for the record (the event log's groups apply it from the log).
+                        logger.error(
+                            "the broker refuses this message for good; parked",
+                            extra={
+                                "topic": outbox.topic,
+                                "position": message.position,
+                                "message_id": message.id,
+                                "error": repr(result),
+                            },
+                        )
+                        await outbox.park(session, message, repr(result))
+                        EVENTS_PARKED.labels(outbox.dead_letter_group).inc()
+                    elif isinstance(result, BaseException):
+                        raise result  # transient: the whole batch again, readers dedupe
+                await relay.move(session, outbox.topic, messages[-1].position)
+        if lost is not None:
+            logger.warning(_LOST, extra=lost | {"seen": "an offset acked again"})
+            self._starting_again.add(outbox.topic)
         return len(messages)
 
     async def _publish(
         self, producer: AIOKafkaProducer, topic: str, messages: list[OutboxMessage]
-    ) -> list[BaseException | None]:
+    ) -> tuple[list[BaseException | None], list[RecordMetadata]]:
         """Send in outbox order (a partition keeps it), then wait for every ack; the outcome
-        of each message, None when the broker has it."""
+        of each message (None when the broker has it), and the acks."""
         pending: list[asyncio.Future | BaseException] = []
         for message in messages:
             try:
@@ -231,62 +243,78 @@ class KafkaBus:
                 pending.append(exc)
         futures = [p for p in pending if isinstance(p, asyncio.Future)]
         results = await asyncio.gather(*futures, return_exceptions=True)
-        self._note_acks(topic, results)
-        acks = iter(results)
-        return [p if isinstance(p, BaseException) else _failure(next(acks)) for p in pending]
+        outcomes = iter(results)
+        return (
+            [p if isinstance(p, BaseException) else _failure(next(outcomes)) for p in pending],
+            [r for r in results if not isinstance(r, BaseException)],
+        )
 
     # --- a broker that lost its data ----------------------------------------------------------
-    # A broker restarted without its storage (or a topic deleted) has lost what the relay
-    # published, and the consumers' committed offsets: the groups apply the missing events from
-    # the log (`_keep_floor`), but readers of an outbox's topic (the rewards) would never see
-    # them. The relay notices (an offset it was acked is gone), creates the topics again, and
-    # publishes its outbox again from the start; readers dedupe by id.
-
-    def _note_acks(self, topic: str, results: list) -> None:
-        acked = self._acked.setdefault(topic, {})
-        for result in results:
-            if isinstance(result, BaseException):
-                continue
-            if result.offset <= acked.get(result.partition, -1):
-                self._lost.add(topic)  # the partition's offsets started again
-            acked[result.partition] = max(result.offset, acked.get(result.partition, -1))
+    # A broker restarted without its storage (or a topic deleted and created again) has lost
+    # what the relay published, and the consumers' committed offsets: the groups apply the
+    # missing events from the log (`_keep_floor`), but readers of an outbox's topic (the
+    # rewards) would never see them. The relays keep the highest offset the broker acked in
+    # each partition (relay.note_acks, in the database: every process, every restart); the
+    # loss shows as
+    # - an ack at or below that offset: the partition's offsets started again (`_relay_batch`);
+    # - or, for a topic nothing was published to since (`_broker_lost`, every
+    #   consumer_catch_up_after_ms): the topic gone, a partition gone, or a partition empty
+    #   that was acked before.
+    # The relay then creates the topics again and publishes its outbox again from the start;
+    # readers dedupe by id.
 
     async def _broker_lost(self, outbox: Outbox) -> bool:
-        """True when the topic is gone, or when every partition of it is empty although the
-        relay has published to it: the broker lost its data while this process published
-        nothing. (End offsets are not compared with the acks: some brokers, Tansu among them,
-        report less than the high watermark; an ack below an earlier one is the sign relied on,
-        `_note_acks`.)"""
+        """The topic is gone, has lost a partition, or a partition acked before is empty.
+        (Only emptiness is read from the end offsets: Tansu reports the base offset of the last
+        batch + 1, less than the high watermark; a partition written since the loss is caught
+        by its acks.) With no ack recorded (a relay of an earlier release), every partition
+        empty although the outbox was published."""
+        async with self.sessionmaker() as session:
+            acked = await relay.acked_offsets(session, outbox.topic)
+            published = await relay.published_up_to(session, outbox.topic)
+            start = await outbox.start(session)
+        # A client of its own, started for the check: its metadata is the broker's now (a
+        # long-lived client's `topics()` refreshes the list, not the partitions it caches).
+        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
         try:
-            if outbox.topic not in await self._metadata.topics():  # fresh metadata
-                return True
-            if self._acked.get(outbox.topic):
-                return False  # acks are watched
-            partitions = self._metadata.partitions_for_topic(outbox.topic) or set()
-            topic_partitions = [TopicPartition(outbox.topic, p) for p in partitions]
-            ends = await self._metadata.end_offsets(topic_partitions) if partitions else {}
-        except KafkaError as exc:
+            async with asyncio.timeout(CHECK_TIMEOUT_S):  # a broker away is no sign of a loss
+                await reader.start()
+                partitions = reader.partitions_for_topic(outbox.topic)
+                if not partitions:
+                    return True
+                if not acked.keys() <= partitions:
+                    return True
+                watched = acked.keys() or partitions
+                ends = await reader.end_offsets([TopicPartition(outbox.topic, p) for p in watched])
+        except (KafkaError, TimeoutError) as exc:
             logger.warning("cannot read the end offsets", extra={"error": repr(exc)})
             return False
-        if any(ends.values()):
-            return False
-        async with self.sessionmaker() as session:
-            published = await relay.published_up_to(session, outbox.topic)
-            return published > await outbox.start(session)
+        finally:
+            await reader.stop()
+        if acked:
+            return not all(ends.values())
+        return published > start and not any(ends.values())
+
+    async def _ready_to_publish_again(self, topic: str) -> None:
+        """The topics created again, and this one in the broker's metadata: the outbox is not
+        published again into a topic the new broker does not list (Tansu acks messages sent
+        to such a topic and serves them to no reader)."""
+        self._starting_again.add(topic)
+        await self.ensure_topics()
+        if topic not in await self._metadata.topics():
+            raise KafkaError(f"topic {topic} is not in the broker's metadata yet")
+        self._starting_again.discard(topic)
 
     async def _publish_again(self, outbox: Outbox) -> None:
-        await self.ensure_topics()
+        await self._ready_to_publish_again(outbox.topic)
         async with self.sessionmaker() as session, session.begin():
             start = await outbox.start(session)
             position = await relay.claim(session, outbox.topic, start)
             if position is None:
                 return  # another relay holds it; it will find the loss too
-            await relay.move(session, outbox.topic, start)
-        self._acked.pop(outbox.topic, None)
-        self._lost.discard(outbox.topic)
+            await relay.start_again(session, outbox.topic, start)
         logger.warning(
-            "the broker lost what the relay had published: publishing the outbox again",
-            extra={"topic": outbox.topic, "from": start, "was_at": position},
+            _LOST, extra={"topic": outbox.topic, "from": start, "was_at": position, "seen": "check"}
         )
 
     # --- consumer groups ----------------------------------------------------------------------
@@ -414,6 +442,17 @@ class KafkaBus:
             raise KafkaError("the bus is not started")
         if self.topic not in await self._metadata.topics():
             raise KafkaError(f"topic {self.topic} is missing")
+
+
+_LOST = "the broker lost what the relay had published: publishing the outbox again"
+
+
+def _offsets_by_partition(acks: list[RecordMetadata]) -> dict[int, range]:
+    """Partition -> the offsets acked in it (lowest to highest)."""
+    offsets: dict[int, list[int]] = {}
+    for ack in acks:
+        offsets.setdefault(ack.partition, []).append(ack.offset)
+    return {p: range(min(o), max(o) + 1) for p, o in offsets.items()}
 
 
 def _failure(ack: object) -> BaseException | None:

@@ -7,6 +7,12 @@ relay (shared/bus/kafka.py) publishes an outbox to its topic in that order. Two 
 the event log (ingest's, to the events topic) and the rewards table (badges', to the rewards
 topic, services/badges/rewards.py). The relay's positions have their own table: no consumer
 group can take their names.
+
+The relays also keep the highest offset the broker acked in each partition of their topics
+(`relay_offsets`): every publish happens under the position's lock, so that table is the
+topic's history as the broker told it, shared by every process and kept across restarts. An
+ack at or below it means the partition started again: the broker lost what was published
+(shared/bus/kafka.py publishes the outbox again).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import BigInteger, DateTime, String, func, select
+from sqlalchemy import BigInteger, DateTime, Integer, String, delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -35,6 +41,16 @@ class RelayPosition(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+
+
+class RelayOffset(Base):
+    """The highest offset the broker acked to the relays in a partition of a topic."""
+
+    __tablename__ = "relay_offsets"
+
+    topic: Mapped[str] = mapped_column(String(249), primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    acked_offset: Mapped[int] = mapped_column(BigInteger)
 
 
 @dataclass(frozen=True)
@@ -115,3 +131,43 @@ async def published_up_to(session: AsyncSession, topic: str) -> int:
         select(RelayPosition.position).where(RelayPosition.topic == topic)
     )
     return position or 0
+
+
+async def acked_offsets(session: AsyncSession, topic: str) -> dict[int, int]:
+    """Partition -> the highest offset the broker acked to the relays in it."""
+    rows = await session.execute(
+        select(RelayOffset.partition, RelayOffset.acked_offset).where(RelayOffset.topic == topic)
+    )
+    return {partition: offset for partition, offset in rows}
+
+
+async def note_acks(session: AsyncSession, topic: str, acks: dict[int, range]) -> bool:
+    """Record the offsets a batch was acked at (partition -> lowest to highest), with the
+    position's lock held. True if the topic started again: an offset at or below one acked
+    before (nothing is recorded then: the caller starts the outbox again, `start_again`)."""
+    before = await acked_offsets(session, topic)
+    if any(offsets.start <= before.get(p, -1) for p, offsets in acks.items()):
+        return True
+    if acks:
+        upsert = insert(RelayOffset).values(
+            [{"topic": topic, "partition": p, "acked_offset": o.stop - 1} for p, o in acks.items()]
+        )
+        await session.execute(
+            upsert.on_conflict_do_update(
+                index_elements=["topic", "partition"],
+                set_={
+                    "acked_offset": func.greatest(
+                        RelayOffset.acked_offset, upsert.excluded.acked_offset
+                    )
+                },
+            )
+        )
+    return False
+
+
+async def start_again(session: AsyncSession, topic: str, start: int) -> None:
+    """The broker lost the topic: its outbox again from `start`, its offsets forgotten (kept,
+    every ack on the new broker would look like one more loss: the outbox again, forever)."""
+    await move(session, topic, start)
+    await session.execute(delete(RelayOffset).where(RelayOffset.topic == topic))
+    await session.execute(delete(RelayOffset).where(RelayOffset.topic == topic))
