@@ -157,6 +157,11 @@ class Settings(BaseSettings):
     )
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1)
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=1)
+    kafka_publish_timeout_ms: int = Field(
+        default=15_000,
+        ge=1,
+        description="a relay's batch not acked in this time is published again, by a new producer",
+    )
     kafka_retention_ms: int = Field(
         default=7 * 24 * 3600 * 1000,
         ge=-1,

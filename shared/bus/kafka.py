@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     CorruptRecordException,
     KafkaError,
+    KafkaTimeoutError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
     RecordTooLargeError,
@@ -42,6 +43,9 @@ from shared.events import BusEvent
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+# How long a producer that cannot flush (the broker away) may take to stop.
+PRODUCER_STOP_TIMEOUT_S = 5
 
 # How long the relay's check for a lost broker may take before it gives up until the next.
 CHECK_TIMEOUT_S = 10
@@ -105,8 +109,7 @@ class KafkaBus:
 
     async def close(self) -> None:
         if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+            await self._drop_producer(self._producer)
         if self._metadata is not None:
             await self._metadata.stop()
             self._metadata = None
@@ -148,6 +151,21 @@ class KafkaBus:
                 await producer.start()
                 self._producer = producer
             return self._producer
+
+    async def _drop_producer(self, producer: AIOKafkaProducer) -> None:
+        """Stop the producer; the next publish starts another. `stop()` flushes first and
+        waits forever for a batch the broker never acks (aio-libs/aiokafka#1101): after a
+        moment its sender and connections are closed without the flush (the batch is
+        published again from the outbox)."""
+        async with self._producer_lock:
+            if self._producer is producer:
+                self._producer = None
+        try:
+            await asyncio.wait_for(producer.stop(), PRODUCER_STOP_TIMEOUT_S)
+        except Exception as exc:  # TimeoutError included
+            logger.warning("the producer did not stop in time; closed", extra={"error": repr(exc)})
+            await producer._sender.close()  # no public way: cancels its sender task
+            await producer.client.close()
 
     # --- the outbox relays ---------------------------------------------------------------------
 
@@ -236,13 +254,23 @@ class KafkaBus:
         """Send in outbox order (a partition keeps it), then wait for every ack; the outcome
         of each message (None when the broker has it), and the acks."""
         pending: list[asyncio.Future | BaseException] = []
-        for message in messages:
-            try:
-                pending.append(await producer.send(topic, message.value, key=message.key))
-            except REFUSED_FOR_GOOD as exc:  # e.g. over max_request_size: refused before sending
-                pending.append(exc)
-        futures = [p for p in pending if isinstance(p, asyncio.Future)]
-        results = await asyncio.gather(*futures, return_exceptions=True)
+        timeout = self.settings.kafka_publish_timeout_ms / 1000
+        try:
+            # aiokafka waits forever for a batch sent as the broker went away (its retries never
+            # end: aio-libs/aiokafka#1101): the relay would hold its position and publish nothing
+            async with asyncio.timeout(timeout):
+                for message in messages:
+                    try:
+                        pending.append(await producer.send(topic, message.value, key=message.key))
+                    except REFUSED_FOR_GOOD as exc:  # e.g. over max_request_size: not sent
+                        pending.append(exc)
+                futures = [p for p in pending if isinstance(p, asyncio.Future)]
+                results = await asyncio.gather(*futures, return_exceptions=True)
+        except TimeoutError:
+            await self._drop_producer(producer)
+            raise KafkaTimeoutError(
+                f"the broker acked {len(messages)} messages to {topic} in no less than {timeout} s"
+            ) from None
         outcomes = iter(results)
         return (
             [p if isinstance(p, BaseException) else _failure(next(outcomes)) for p in pending],
