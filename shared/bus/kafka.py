@@ -328,8 +328,13 @@ class KafkaBus:
         published again into a topic the new broker does not list (Tansu acks messages sent
         to such a topic and serves them to no reader)."""
         self._starting_again.add(topic)
-        await self.ensure_topics()
-        if topic not in await self._metadata.topics():
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT_S):  # a broker away: the relay tries again
+                await self.ensure_topics()
+                listed = topic in await self._metadata.topics()
+        except TimeoutError:
+            raise KafkaTimeoutError(f"the broker did not list topic {topic} in time") from None
+        if not listed:
             raise KafkaError(f"topic {topic} is not in the broker's metadata yet")
         self._starting_again.discard(topic)
 
