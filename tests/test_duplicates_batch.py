@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 
+from services.scoring import duplicates
 from services.scoring.duplicates import NearDuplicateRule, index_post, index_posts
 from services.scoring.models import Post, PostBand
 from shared import db
@@ -150,10 +151,14 @@ def chunks(items: list, rng: random.Random) -> list[list]:
     return out
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize(
+    ("seed", "per_read"),
+    [(1, 64), (2, 64), (3, 64), (4, 1)],  # one candidate per read: every post reads on
+)
 async def test_batches_end_where_one_post_at_a_time_ends_and_where_the_rule_says(
-    sessionmaker, settings, seed
+    sessionmaker, settings, seed, per_read, monkeypatch
 ):
+    monkeypatch.setattr(duplicates, "CANDIDATES_PER_READ", per_read)
     rule = NearDuplicateRule.from_settings(settings)
     times, texts, waiting, edits = scenario(seed)
     rng = random.Random(seed)
@@ -189,3 +194,19 @@ async def test_batches_end_where_one_post_at_a_time_ends_and_where_the_rule_says
     final_texts = dict(texts) | dict(edits)
     assert batched[0] == brute_force(rule, times, final_texts)
     assert any(original is not None for original in batched[0].values())
+
+
+async def test_a_post_created_again_at_another_time_moves_its_band_rows(sessionmaker, settings):
+    """The band rows carry their post's time (the candidates are read in that order): a post
+    whose creation comes again with another time keeps its keys, at the new time."""
+    text = "".join(random.Random(5).choice(ALPHABET) for _ in range(120))
+    await reset(sessionmaker, {"p-1": T0}, [])
+    async with sessionmaker() as session, session.begin():
+        await index_posts(session, settings, [("p-1", text)])
+        await session.execute(
+            update(Post).where(Post.post_id == "p-1").values(time=T0 + timedelta(hours=1))
+        )
+        await index_posts(session, settings, [("p-1", text)])
+    async with sessionmaker() as session:
+        times = set(await session.scalars(select(PostBand.time)))
+    assert times == {T0 + timedelta(hours=1)}

@@ -343,11 +343,15 @@ async def _write_index(
 ) -> None:
     """The band rows the batch removed and added, and the signatures it changed."""
     removed = sorted((k, p) for p, row in after.items() for k in before[p].keys - row.keys)
-    added = sorted((k, p) for p, row in after.items() for k in row.keys - before[p].keys)
+    added = sorted((k, p, row.time) for p, row in after.items() for k in row.keys - before[p].keys)
     if removed:
         await session.execute(_DELETE_BANDS, _columns(removed, ("bands", "ids")))
     if added:
-        await session.execute(_INSERT_BANDS, _columns(added, ("bands", "ids")))
+        await session.execute(_INSERT_BANDS, _columns(added, ("bands", "ids", "times")))
+    # A post created again with another time (facts take the latest): its kept rows follow.
+    kept = sorted(p for p, row in after.items() if row.keys & before[p].keys)
+    if kept:
+        await session.execute(_BAND_TIMES, {"ids": kept})
     signed = sorted(
         (p, row.signature) for p, row in after.items() if row.signature != before[p].signature
     )
@@ -377,8 +381,13 @@ def _lookup(rule: NearDuplicateRule, posts: list[_Indexed]) -> dict[str, list]:
     }
 
 
+# Candidates read per post at a time (most posts need one read: their first is similar or they
+# have fewer).
+CANDIDATES_PER_READ = 64
+
+
 async def _earliest_similar_before_each(
-    session: AsyncSession, rule: NearDuplicateRule, posts: list[_Indexed], chunk: int = 64
+    session: AsyncSession, rule: NearDuplicateRule, posts: list[_Indexed]
 ) -> dict[str, str]:
     """{post: the earliest post before it (by time, then id) sharing a band key with it and
     similar to it}, for those that have one: the first `chunk` candidates of every post in one
@@ -386,6 +395,7 @@ async def _earliest_similar_before_each(
     looked_up = [p for p in posts if p.signature is not None and p.time is not None]
     if not looked_up:
         return {}
+    chunk = CANDIDATES_PER_READ
     candidates: list[list] = [[] for _ in looked_up]
     for row in await session.execute(_EARLIEST, {**_lookup(rule, looked_up), "limit": chunk}):
         candidates[row.ord - 1].append(row)
@@ -400,19 +410,15 @@ async def _earliest_similar_before_each(
             None,
         )
         if original is None and len(rows) == chunk:
-            original = await _earliest_similar_before(session, rule, post, chunk, chunk)
+            last = rows[-1]
+            original = await _earliest_similar_before(
+                session, rule, post, chunk, (last.time, last.post_id)
+            )
         if original is not None:
             originals[post.post_id] = original
     return originals
 
 
-_CANDIDATES = (
-    " FROM scoring_posts AS p WHERE EXISTS (SELECT 1 FROM scoring_post_bands AS b"
-    "  WHERE b.post_id = p.post_id AND b.band = ANY(CAST(:keys AS bigint[])))"
-    " AND p.post_id <> :post_id AND p.time IS NOT NULL AND p.signature IS NOT NULL"
-)
-# post ids compare by code point, whatever the database's collation
-_ORDER = 'p.time, p.post_id COLLATE "C"'
 # Every post looked up (`ord` from 1) with each post sharing a band key with it and in the
 # index (time and signature known): found from the keys (the bands' primary key), then the rows.
 _SHARING = (
@@ -427,22 +433,43 @@ _SHARING = (
     " JOIN scoring_posts AS p ON p.post_id = shared.post_id"
     " WHERE p.post_id <> a.post_id AND p.time IS NOT NULL AND p.signature IS NOT NULL"
 )
-# The first `limit` candidates before each post, in order: per post, as one query per post
-# would (a candidate is a post with a shared key, its sort bounded by the limit).
+# The first `limit` candidates before each post, in order. Each band key's first `limit`
+# earlier posts are an index range (band, time, id: migration 0012), and the first `limit`
+# posts sharing any key are among them: the cost is bounded by the keys and the limit, not by
+# the posts before (a post with no earlier copy used to read them all).
+_BEFORE_IN_BAND = (
+    " CROSS JOIN LATERAL (SELECT b.post_id, b.time FROM scoring_post_bands AS b"
+    "  WHERE b.band = k.band"
+    '  AND (b.time, b.post_id COLLATE "C") < (a.time, a.post_id COLLATE "C")'
+    '  AND (b.time, b.post_id COLLATE "C") > (a.after_time, a.after_id COLLATE "C")'
+    '  ORDER BY b.time, b.post_id COLLATE "C" LIMIT :limit) AS b'
+)
 _EARLIEST = sql(
-    "WITH a AS MATERIALIZED (SELECT a.post_id, a.time, a.ord, k.keys"
+    "WITH a AS MATERIALIZED (SELECT a.post_id, a.time, a.ord, k.keys,"
+    "  CAST('-infinity' AS timestamptz) AS after_time, '' AS after_id"
     " FROM unnest(CAST(:ids AS varchar[]), CAST(:times AS timestamptz[]))"
     "  WITH ORDINALITY AS a(post_id, time, ord)"
     " JOIN (SELECT ord, array_agg(band) AS keys FROM unnest(CAST(:numbers AS bigint[]),"
-    "  CAST(:keys AS bigint[])) AS k(ord, band) GROUP BY ord) AS k ON k.ord = a.ord)"
-    " SELECT a.ord, c.post_id, c.signature FROM a CROSS JOIN LATERAL"
-    " (SELECT p.post_id, p.time, p.signature FROM scoring_posts AS p"
-    "  WHERE EXISTS (SELECT 1 FROM scoring_post_bands AS b"
-    "   WHERE b.post_id = p.post_id AND b.band = ANY(a.keys))"
-    "  AND p.post_id <> a.post_id AND p.time IS NOT NULL AND p.signature IS NOT NULL"
-    '  AND (p.time, p.post_id COLLATE "C") < (a.time, a.post_id COLLATE "C")'
-    f"  ORDER BY {_ORDER} LIMIT :limit) AS c"
-    ' ORDER BY a.ord, c.time, c.post_id COLLATE "C"'
+    "  CAST(:keys AS bigint[])) AS k(ord, band) GROUP BY ord) AS k ON k.ord = a.ord),"
+    " c AS (SELECT DISTINCT a.ord, b.post_id, b.time"
+    "  FROM a CROSS JOIN LATERAL unnest(a.keys) AS k(band)" + _BEFORE_IN_BAND + "),"
+    " r AS (SELECT c.*, row_number() OVER"
+    '  (PARTITION BY c.ord ORDER BY c.time, c.post_id COLLATE "C") AS n FROM c)'
+    " SELECT r.ord, p.post_id, p.time, p.signature FROM r"
+    " JOIN scoring_posts AS p ON p.post_id = r.post_id"
+    " WHERE r.n <= :limit AND p.signature IS NOT NULL"
+    ' ORDER BY r.ord, r.time, r.post_id COLLATE "C"'
+)
+# One post's next `limit` candidates after a cursor (time, id), in order.
+_EARLIEST_AFTER = sql(
+    "WITH a AS (SELECT CAST(:post_id AS varchar) AS post_id,"
+    "  CAST(:time AS timestamptz) AS time, CAST(:after_time AS timestamptz) AS after_time,"
+    "  CAST(:after_id AS varchar) AS after_id),"
+    " c AS (SELECT DISTINCT b.post_id, b.time"
+    "  FROM a CROSS JOIN unnest(CAST(:keys AS bigint[])) AS k(band)" + _BEFORE_IN_BAND + ")"
+    " SELECT p.post_id, p.time, p.signature FROM c"
+    " JOIN scoring_posts AS p ON p.post_id = c.post_id WHERE p.signature IS NOT NULL"
+    ' ORDER BY c.time, c.post_id COLLATE "C" LIMIT :limit'
 )
 # Every candidate after each post whose original is none or after it, not one of the posts
 # (they are looked up anyway, and their `duplicate_of` in the table is the one before the batch).
@@ -474,9 +501,15 @@ _DELETE_BANDS = sql(
     " WHERE b.band = d.band AND b.post_id = d.post_id"
 )
 _INSERT_BANDS = sql(
-    "INSERT INTO scoring_post_bands (band, post_id)"
-    " SELECT * FROM unnest(CAST(:bands AS bigint[]), CAST(:ids AS varchar[]))"
+    "INSERT INTO scoring_post_bands (band, post_id, time)"
+    " SELECT * FROM unnest(CAST(:bands AS bigint[]), CAST(:ids AS varchar[]),"
+    "  CAST(:times AS timestamptz[]))"
     " ON CONFLICT DO NOTHING"
+)
+_BAND_TIMES = sql(
+    "UPDATE scoring_post_bands AS b SET time = p.time FROM scoring_posts AS p"
+    " WHERE p.post_id = b.post_id AND b.post_id = ANY(CAST(:ids AS varchar[]))"
+    " AND b.time <> p.time"
 )
 _SET_SIGNATURES = sql(
     "UPDATE scoring_posts AS p SET signature = s.signature"
@@ -486,28 +519,27 @@ _SET_SIGNATURES = sql(
 
 
 async def _earliest_similar_before(
-    session: AsyncSession, rule: NearDuplicateRule, post: _Indexed, chunk: int = 64, seen: int = 0
+    session: AsyncSession,
+    rule: NearDuplicateRule,
+    post: _Indexed,
+    chunk: int,
+    after: tuple[datetime, str],
 ) -> str | None:
     """The earliest post before `post` (by time, then id) sharing a band key with it and similar
-    to it, from the `seen`th candidate on: candidates are read in that order and the first
-    similar one ends the search."""
-    if post.signature is None or post.time is None:
-        return None
+    to it, among the candidates after `after` (time, id): read in that order, `chunk` at a
+    time, and the first similar one ends the search."""
     keys = sorted(rule.band_keys(post.signature))
     while True:
         rows = (
             await session.execute(
-                sql(
-                    f"SELECT p.post_id, p.time, p.signature{_CANDIDATES}"
-                    f' AND (p.time, p.post_id COLLATE "C") < (:time, :post_id)'
-                    f" ORDER BY {_ORDER} LIMIT :limit OFFSET :offset"
-                ),
+                _EARLIEST_AFTER,
                 {
                     "keys": keys,
                     "post_id": post.post_id,
                     "time": post.time,
+                    "after_time": after[0],
+                    "after_id": after[1],
                     "limit": chunk,
-                    "offset": seen,
                 },
             )
         ).all()
@@ -516,7 +548,7 @@ async def _earliest_similar_before(
                 return row.post_id
         if len(rows) < chunk:
             return None
-        seen += chunk
+        after = (rows[-1].time, rows[-1].post_id)
 
 
 async def _lock_band_keys(session: AsyncSession, keys: Iterable[int]) -> None:

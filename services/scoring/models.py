@@ -85,11 +85,21 @@ class PostBand(Base):
     Posts that share a band key are the candidates to compare; nothing scans all posts."""
 
     __tablename__ = "scoring_post_bands"
-    # A post's own rows, to replace them on an edit (the primary key leads with the band).
-    __table_args__ = (Index("ix_scoring_post_bands_post_id", "post_id"),)
+    __table_args__ = (
+        # A post's own rows, to replace them on an edit (the primary key leads with the band).
+        Index("ix_scoring_post_bands_post_id", "post_id"),
+        # migration 0012: a key's posts in order (earlier is by time, then id by code point)
+        Index(
+            "ix_scoring_post_bands_band_time",
+            "band",
+            "time",
+            text('post_id COLLATE "C"'),
+        ),
+    )
 
     band: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     post_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # the post's (0012)
 
 
 class Interaction(Base):
