@@ -106,7 +106,7 @@ CONTENT = ("characters", "image_count", "paragraphs")
 _STATEMENTS: dict[str, Any] = {}
 
 
-def _from_arrays(model: Any, names: Sequence[str]) -> Any:
+def from_arrays(model: Any, names: Sequence[str]) -> Any:
     """INSERT INTO the model's table (names) SELECT unnest(one array per column): one statement
     text whatever the number of rows, so it is compiled and prepared once (the columns not
     named take their defaults)."""
@@ -117,7 +117,7 @@ def _from_arrays(model: Any, names: Sequence[str]) -> Any:
     return insert(model.__table__).from_select(list(names), select(*arrays))
 
 
-def _arrays(rows: list[dict], names: Sequence[str]) -> dict[str, list]:
+def arrays(rows: list[dict], names: Sequence[str]) -> dict[str, list]:
     return {f"{name}_values": [row[name] for row in rows] for name in names}
 
 
@@ -131,12 +131,12 @@ async def _upsert_posts(
     names = list(rows[0])
     key = f"posts.{kind}"
     if key not in _STATEMENTS:
-        statement = _from_arrays(Post, names)
+        statement = from_arrays(Post, names)
         _STATEMENTS[key] = statement.on_conflict_do_update(
             index_elements=["post_id"], set_=set_of(statement.excluded)
         )
     for batch in _rounds(rows, _post_key):
-        await session.execute(_STATEMENTS[key], _arrays(batch, names))
+        await session.execute(_STATEMENTS[key], arrays(batch, names))
 
 
 async def content_times(session: AsyncSession, post_ids: set[str]) -> dict[str, datetime | None]:
@@ -276,7 +276,7 @@ async def interactions(
         month_of = {
             (actor, post, kind): month
             for actor, post, kind, month in await session.execute(
-                _STATEMENTS["interactions"], _arrays(batch, INTERACTION_COLUMNS)
+                _STATEMENTS["interactions"], arrays(batch, INTERACTION_COLUMNS)
             )
         }
         touched |= {(row["creator_id"], month_of[_interaction_key(row)]) for row in batch}
@@ -297,7 +297,7 @@ INTERACTION_COLUMNS = (
 
 
 def _upsert_interactions() -> Any:
-    statement = _from_arrays(Interaction, INTERACTION_COLUMNS)
+    statement = from_arrays(Interaction, INTERACTION_COLUMNS)
     excluded = statement.excluded
     newer = _newer_than_excluded(Interaction.state_time, excluded.state_time)
     created_and_newer = and_(newer, ~excluded.deleted)

@@ -42,10 +42,10 @@ from zoneinfo import ZoneInfo
 
 from prometheus_client import Counter
 from sqlalchemy import DateTime, String, any_, bindparam, delete, func, literal, select, text
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.scoring import months, score
+from services.scoring import facts, months, score
 from services.scoring.models import (
     CertifiedCreator,
     FeaturedScore,
@@ -167,8 +167,10 @@ async def refresh(session: AsyncSession, settings: Settings, post_ids: Iterable[
                 "score": featured_score(quality, weighted),
             }
         )
-    await session.execute(upsert, rows)
+    await session.execute(upsert, facts.arrays(rows, ("post_id", *_SCORED)))
 
+
+_SCORED = ("creator_id", "week", "time", "quality", "engagement", "score")
 
 # The statements of `refresh`, built once per rule (the settings they depend on).
 _STATEMENTS: dict[tuple, tuple] = {}
@@ -194,10 +196,9 @@ def _build_refresh_statements(settings: Settings) -> tuple:
     ).where(Post.post_id == any_(ids), Post.time.is_not(None), months.qualifying(settings))
     remove = delete(FeaturedScore).where(FeaturedScore.post_id == any_(ids))
     engagements_of = _engagements_statement(settings)
-    statement = insert(FeaturedScore)
-    names = ("creator_id", "week", "time", "quality", "engagement", "score")
+    statement = facts.from_arrays(FeaturedScore, ("post_id", *_SCORED))
     upsert = statement.on_conflict_do_update(
-        index_elements=["post_id"], set_={n: statement.excluded[n] for n in names}
+        index_elements=["post_id"], set_={n: statement.excluded[n] for n in _SCORED}
     )
     return qualifying_of, engagements_of, remove, upsert
 

@@ -13,11 +13,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import CHAR, Integer, String, and_, bindparam, case, func, or_, select, text
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from services.scoring import score, standings
+from services.scoring import facts, score, standings
 from services.scoring.models import CreatorMonth, Interaction, Post, Settlement
 from shared.settings import Settings
 
@@ -243,8 +243,18 @@ async def _recompute_many(
                 "quality": quality.quantize(score.SIX_PLACES),
             }
         )
-    await session.execute(upsert, values)
+    await session.execute(upsert, facts.arrays(values, UPSERTED))
 
+
+UPSERTED = (
+    "creator_id",
+    "month",
+    "posts",
+    "qualifying_posts",
+    "active_days",
+    "interactions",
+    "quality",
+)
 
 # The statements of `_recompute_many`, built once per rule (the settings they depend on): only
 # the creator-months change from batch to batch, passed as two arrays.
@@ -318,9 +328,9 @@ def _build_recompute_statements(settings: Settings) -> tuple:
         per_actor_day.c.month,
         func.sum(func.least(per_actor_day.c.weight, bindparam("cap", type_=Integer))),
     ).group_by(per_actor_day.c.creator_id, per_actor_day.c.month)
-    statement = insert(CreatorMonth)
+    statement = facts.from_arrays(CreatorMonth, UPSERTED)
     excluded = statement.excluded
-    columns = ("posts", "qualifying_posts", "active_days", "interactions", "quality")
+    columns = UPSERTED[2:]
     upsert = statement.on_conflict_do_update(
         index_elements=["creator_id", "month"],
         set_={name: excluded[name] for name in columns} | {"updated_at": func.now()},
