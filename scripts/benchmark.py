@@ -219,6 +219,10 @@ class Server:
             "CREATOR_ACTIVITY_LOG_FORMAT": "json",
             "CREATOR_ACTIVITY_SERVE_WEB_PROCESSES": str(args.web_processes),
             "CREATOR_ACTIVITY_SERVE_WORKERS_APART": str(args.workers_apart).lower(),
+            # more than one only on Kafka: on the embedded bus one process of a group applies
+            "CREATOR_ACTIVITY_SERVE_GROUP_PROCESSES": str(
+                args.group_processes if bus == "kafka" else 1
+            ),
         }
         if bus == "kafka":
             self.env.update(
@@ -946,7 +950,8 @@ def markdown(runs: list[BusRun], args: argparse.Namespace) -> str:
         "",
         f"`{' '.join(sys.argv[1:]) or '(defaults)'}`: {args.events:,} events of "
         f"{args.creators:,} creators; serve with {args.web_processes} HTTP process(es), "
-        f"consumer groups {'in processes of their own' if args.workers_apart else 'in-process'}.",
+        f"consumer groups {'in processes of their own' if args.workers_apart else 'in-process'}"
+        f" ({args.group_processes} per group on Kafka).",
         "",
         "| measure | " + " | ".join(f"{b} | ratio" for b in buses) + " |",
         "|---|" + "---:|---:|" * len(buses),
@@ -1021,6 +1026,12 @@ def main() -> int:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="serve_workers_apart: each consumer group in a process of its own",
+    )
+    parser.add_argument(
+        "--group-processes",
+        type=int,
+        default=1,
+        help="serve_group_processes on Kafka (the embedded bus applies in one at a time)",
     )
     parser.add_argument("--budget", type=float, help="seconds per bus (300; quick 180)")
     parser.add_argument("--seed", type=int, default=1)

@@ -3,8 +3,9 @@
 With `serve_web_processes` N > 1, N HTTP processes share the listening socket (the kernel hands
 each connection to one of them); each serves every API of the command. With
 `serve_workers_apart`, each consumer group runs in a process of its own (with its outbox's
-relay: badges and the rewards relay), and the events relay stays with the first HTTP process,
-where events are accepted. Nothing else changes: every process is a `Runtime` like the one a
+relay: badges and the rewards relay), or in `serve_group_processes` of them (on Kafka they
+share the topic's partitions), and the events relay stays with the first HTTP process, where
+events are accepted. Nothing else changes: every process is a `Runtime` like the one a
 single process runs, on the same database and bus, so their correctness is that of N processes
 of a group, which the buses already guarantee (docs/architecture.md, "The bus").
 
@@ -58,7 +59,12 @@ def plan(services: tuple[str, ...], settings: Settings) -> list[Child]:
         Child(f"web-{i}", "web", services, with_web if i == 0 else ())
         for i in range(settings.serve_web_processes)
     ]
-    children += [Child(name, "workers", (name,), (name,)) for name in apart]
+    copies = settings.serve_group_processes
+    children += [
+        Child(name if copies == 1 else f"{name}-{i}", "workers", (name,), (name,))
+        for name in apart
+        for i in range(copies)
+    ]
     return children
 
 

@@ -105,6 +105,13 @@ class Settings(BaseSettings):
         description="run each consumer group (and the relays) in a process of its own, so the "
         "command uses several cores; one command either way",
     )
+    serve_group_processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="with serve_workers_apart, processes per consumer group: on Kafka they share "
+        "the partitions; on the embedded bus one applies at a time (the others stand by)",
+    )
 
     # --- ingest -----------------------------------------------------------------------------
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1)

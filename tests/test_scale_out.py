@@ -246,8 +246,9 @@ async def test_three_processes_per_group_give_the_projections_of_one(
 
 
 async def test_serve_split_over_processes_processes_events_and_stops_on_sigterm(database_url):
-    """`creator-activity serve` with two HTTP processes and each consumer group in a process of
-    its own (one command): it accepts on one port, every group applies, SIGTERM stops all."""
+    """`creator-activity serve` with two HTTP processes and each consumer group in two processes
+    of its own (one command): it accepts on one port, every group applies each event once,
+    SIGTERM stops all."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("CREATOR_ACTIVITY_")},
         "CREATOR_ACTIVITY_DATABASE_URL": database_url.replace("+asyncpg", ""),
@@ -255,6 +256,7 @@ async def test_serve_split_over_processes_processes_events_and_stops_on_sigterm(
         "CREATOR_ACTIVITY_CONSUMER_POLL_INTERVAL_MS": "20",
         "CREATOR_ACTIVITY_SERVE_WEB_PROCESSES": "2",
         "CREATOR_ACTIVITY_SERVE_WORKERS_APART": "true",
+        "CREATOR_ACTIVITY_SERVE_GROUP_PROCESSES": "2",
     }
     port = free_port()
     process = await asyncio.create_subprocess_exec(
@@ -283,5 +285,5 @@ async def test_serve_split_over_processes_processes_events_and_stops_on_sigterm(
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=90)
     assert process.returncode == 0, stderr.decode()[-2000:]
     log = stderr.decode()
-    assert '"message": "consumer stopped", "group": "scoring"' in log
-    assert '"message": "consumer stopped", "group": "badges"' in log
+    assert log.count('"message": "consumer stopped", "group": "scoring"') == 2
+    assert log.count('"message": "consumer stopped", "group": "badges"') == 2

@@ -70,11 +70,14 @@ def make_handler(settings: Settings):
         removed = by_type["post.deleted"] + by_type["post.moderated"]
         touched |= await facts.months_of_posts(session, {e.data["post_id"] for e in removed})
         touched |= await facts.creator_months_of_posts(session, changed_posts)
-        late = await months.recompute(session, settings, touched)
+        late = await months.recompute(session, settings, touched, touch=False)
         await featured.refresh(session, settings, changed_posts | featured.touched_posts(events))
         await recommendations.refresh_days(session, settings, touched)
-        if followers_moved:  # after recompute's touch: the lock order stays months, then this
-            await standings.touch(session, ())
+        if touched or followers_moved:
+            # Last: every batch of every scoring process updates these rows, and holds them
+            # until its commit; the later the shorter the others queue.
+            settled = {month for _, month in late}
+            await standings.touch(session, {m for _, m in touched if m not in settled})
         if late:
             LATE_EVENTS.inc(len(late))
 

@@ -128,10 +128,15 @@ async def qualifying_posts(
 
 
 async def recompute(
-    session: AsyncSession, settings: Settings, creator_months: Iterable[tuple[str, str]]
+    session: AsyncSession,
+    settings: Settings,
+    creator_months: Iterable[tuple[str, str]],
+    *,
+    touch: bool = True,
 ) -> list[tuple[str, str]]:
     """Rebuild the creator-months from the facts, but those of settled months; return the
-    (creator, month) pairs that were settled already (late events)."""
+    (creator, month) pairs that were settled already (late events). Without `touch`, the caller
+    moves the months' standings versions itself (`standings.touch`), later in its transaction."""
     pairs = sorted(set(creator_months))
     if not pairs:
         return []
@@ -146,8 +151,8 @@ async def recompute(
     await lock_creators(session, {c for c, _ in open_pairs})
     for start in range(0, len(open_pairs), RECOMPUTE_CHUNK):
         await _recompute_many(session, settings, open_pairs[start : start + RECOMPUTE_CHUNK])
-    # Precomputed standings and recommendations: their versions move (keep this hook).
-    await standings.touch(session, {m for _, m in pairs if m not in settled})
+    if touch:  # precomputed standings and recommendations: their versions move
+        await standings.touch(session, {m for _, m in pairs if m not in settled})
     return late
 
 
