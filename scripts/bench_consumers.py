@@ -60,6 +60,8 @@ async def measure(url: str, pg_pid: int, events: int, creators: int) -> list[str
         parsed = [parse_envelope(raw, "square", now=now) for raw in batch]
         async with sessionmaker() as session, session.begin():
             await event_log.append(session, parsed)
+    async with sessionmaker() as session:
+        end = await event_log.last_seq(session)  # every append has committed: the stable end
     lines = []
     for group, make_handler in CONSUMERS.items():
         processor = BatchProcessor(
@@ -70,7 +72,9 @@ async def measure(url: str, pg_pid: int, events: int, creators: int) -> list[str
         after = 0
         while True:
             async with sessionmaker() as session:
-                todo = await event_log.read_after(session, after, settings.consumer_batch_size)
+                todo = await event_log.read_after(
+                    session, after, settings.consumer_batch_size, up_to=end
+                )
             if not todo:
                 break
             await processor.apply(todo, processor.take_in_order)

@@ -102,7 +102,7 @@ def describe(url: str) -> str:
 def create_engine(url: str, settings: Settings) -> AsyncEngine:
     """The pool waits `db_pool_timeout_s` at most for a connection (then the request is a 503),
     and every connection carries the timeouts that keep a hung transaction from holding locks
-    (the append lock above all) for long. Disconnects are handled when they happen (SQLAlchemy
+    (and the log's stable end) for long. Disconnects are handled when they happen (SQLAlchemy
     invalidates the whole pool on the first one, the request answers 503) rather than by a
     ping per checkout, which costs asyncpg three round trips (`db_pool_pre_ping`)."""
     server_settings = {

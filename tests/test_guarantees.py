@@ -1,6 +1,6 @@
 """Each guarantee of docs/guarantees.md, by a test that fails if the guarantee is lost.
 
-Where a guarantee rests on one line of code (the commit before the 202, the append lock), a
+Where a guarantee rests on one line of code (the commit before the 202, the log's stable end), a
 mutation run removes that line and shows the same check failing: the test can catch the loss.
 The guarantees that need whole processes (SIGTERM, the embedded PostgreSQL's last user) are in
 tests/test_guarantees_processes.py.
@@ -28,6 +28,7 @@ import orjson
 import pytest
 import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from services.ingest import router as ingest_router
@@ -171,32 +172,35 @@ async def test_the_durability_check_fails_when_the_commit_follows_the_response(s
 # --- a reader never skips a row ---------------------------------------------------------------
 
 
-async def append_lock_waiters(system) -> int:
-    [row] = await system.sql(
-        "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-    )
-    return row["n"]
+def seen_by_scoring(gauge: str) -> float:
+    """What the scoring consumer's view of the log's end last showed (shared/bus/log.py)."""
+    return REGISTRY.get_sample_value(gauge, {"reader": scoring.GROUP}) or 0
 
 
 async def a_late_commit_is_still_applied(system) -> int:
     """A transaction appends an event (the lower `seq`) and stays open while a client posts
-    another (the higher `seq`); then it commits. The posts the consumer counted: 2 when it
-    skipped neither."""
+    another (the higher `seq`: appends do not wait for each other, it commits first); then the
+    first commits. The posts the consumer counted: 2 when it skipped neither."""
     [first] = ingest_service.validate([post_created("c-gap", "p-lower")], "square", 1)
     async with system.runtime.context.sessionmaker() as session:
         async with session.begin():
             await event_log.append(session, [first])  # seq N, not committed yet
-            later = asyncio.create_task(system.post_events(post_created("c-gap", "p-higher")))
+            lower = await session.scalar(
+                text("SELECT seq FROM events WHERE data->>'post_id' = 'p-lower'")
+            )
+            response = await system.post_events(post_created("c-gap", "p-higher"))
+            assert response.status_code == 202  # seq N + 1, committed before N
 
-            async def held_or_done() -> bool:
-                return later.done() or await append_lock_waiters(system) > 0
+            async def passed_or_held() -> bool:
+                """The consumer has counted N + 1 (moving past N), or it has seen N + 1 drawn
+                and holds its stable end below N."""
+                if await _counted(system, 1):
+                    return True
+                drawn = seen_by_scoring("creator_activity_log_last_drawn")
+                return drawn > lower and seen_by_scoring("creator_activity_log_stable_end") < lower
 
-            await until(held_or_done)
-            if later.done():  # nothing held it back: seq N + 1 is committed before N
-                assert later.result().status_code == 202
-                await until(lambda: _counted(system, 1))  # and the consumer has passed it
+            await until(passed_or_held)
         # commit: seq N becomes visible
-    assert (await later).status_code == 202
     await system.wait_until_processed()
     return await posts_of(system, "c-gap")
 
@@ -209,29 +213,19 @@ async def test_a_reader_never_skips_a_row_committed_late(system):
     assert await a_late_commit_is_still_applied(system) == 2
 
 
-async def append_without_the_lock(session, events):
-    """The mutation: `event_log.append` without its advisory lock."""
-    real_execute = session.execute
-
-    async def execute_but_the_lock(statement, *args, **kwargs):
-        if "pg_advisory_xact_lock" in str(statement):
-            statement, args, kwargs = text("SELECT 1"), (), {}  # still opens the transaction
-        return await real_execute(statement, *args, **kwargs)
-
-    session.execute = execute_but_the_lock
-    try:
-        return await REAL_APPEND(session, events)
-    finally:
-        del session.execute
+REAL_SETTLE = event_log.LogEnd._settle
 
 
-REAL_APPEND = event_log.append
+def settle_as_if_every_transaction_had_finished(self, oldest_running: int) -> None:
+    """The mutation: the stable end no longer waits for the transactions still running (every
+    `seq` drawn counts as final, as `max(seq)` would)."""
+    REAL_SETTLE(self, 2**63 - 1)
 
 
-async def test_without_the_append_lock_the_reader_skips_the_late_row(system, monkeypatch):
-    """The mutation run of the test above: with the lock removed, the later append commits
-    first, the consumer moves past it, and the lower row is never applied."""
-    monkeypatch.setattr(event_log, "append", append_without_the_lock)
+async def test_without_the_watermark_the_reader_skips_the_late_row(system, monkeypatch):
+    """The mutation run of the test above: with the bound removed, the consumer reads the
+    higher row, which committed first, moves past the lower one, and never applies it."""
+    monkeypatch.setattr(event_log.LogEnd, "_settle", settle_as_if_every_transaction_had_finished)
     assert await a_late_commit_is_still_applied(system) == 1
 
 

@@ -3,8 +3,9 @@
 Only the badges service writes rewards. A reward's id is derived from what it is for (kind,
 creator, month or post), so a redelivered or replayed cause finds it already there. Inserts
 take a transaction-level advisory lock first: rewards then commit in `feed_seq` order, and a
-reader that has seen `feed_seq` N never later finds a committed reward below N (the event log's
-scheme, see shared/bus/log.py). The table is the outbox of the rewards topic and the cursor feed.
+reader that has seen `feed_seq` N never later finds a committed reward below N (the event log
+keeps the same guarantee without a lock, shared/bus/log.py `LogEnd`: rewards are few, the lock
+costs nothing here). The table is the outbox of the rewards topic and the cursor feed.
 """
 
 from __future__ import annotations
@@ -192,6 +193,9 @@ class RewardsOutbox:
 
     async def start(self, session: AsyncSession) -> int:
         return 0
+
+    async def find_end(self, session: AsyncSession) -> None:
+        return None  # the rewards lock: positions commit in order, every committed one is final
 
     async def read(self, session: AsyncSession, after: int, limit: int) -> list[OutboxMessage]:
         return [

@@ -1,4 +1,5 @@
-"""The embedded bus: consumer groups read the event log table directly.
+"""The embedded bus: consumer groups read the event log table directly, in order, up to its
+stable end (shared/bus/log.py: `LogEnd`).
 
 A group's floor is written in the same transaction as its effects, so every event is applied
 exactly once per group, whatever crashes or restarts happen.
@@ -41,12 +42,17 @@ class EmbeddedBus:
     async def consume(self, group: str, handler: Handler) -> None:
         processor = BatchProcessor(self.sessionmaker, group, handler, self.settings, self.stopping)
         poll = self.settings.consumer_poll_interval_ms / 1000
+        end = event_log.LogEnd(group)
         logger.info("consumer started", extra={"group": group, "bus": self.kind})
         while not self.stopping.is_set():
             try:
                 async with self.sessionmaker() as session:
+                    up_to = await end.advance(session)
                     events = await event_log.read_after(
-                        session, positions.floor_of(group), self.settings.consumer_batch_size
+                        session,
+                        positions.floor_of(group),
+                        self.settings.consumer_batch_size,
+                        up_to=up_to,
                     )
             except Exception as exc:  # the database is away: wait and try again
                 logger.warning(

@@ -31,6 +31,7 @@ from aiokafka.structs import RecordMetadata
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.bus import dead_letters, positions, relay
+from shared.bus import log as event_log
 from shared.bus.base import Handler
 from shared.bus.processor import (
     EVENTS_PARKED,
@@ -212,6 +213,7 @@ class KafkaBus:
     async def _relay_batch(self, outbox: Outbox) -> int:
         producer = await self.producer()
         async with self.sessionmaker() as session, session.begin():
+            await outbox.find_end(session)  # first: before the claim writes
             position = await relay.claim(session, outbox.topic, await outbox.start(session))
             if position is None:  # another relay is publishing
                 return 0
@@ -433,17 +435,20 @@ class KafkaBus:
         return None
 
     async def _keep_floor(self, processor: BatchProcessor) -> None:
-        """Move the group's floor up behind its markers (pruning them), and when it stays
-        stuck below what the relay has published, apply the missing events from the log."""
+        """Move the group's floor up behind its markers (pruning them), never past the log's
+        stable end, and when it stays stuck below what the relay has published, apply the
+        missing events from the log."""
         group = processor.group
         interval = self.settings.consumer_floor_interval_ms / 1000
         heal_after = self.settings.consumer_catch_up_after_ms / 1000
+        end = event_log.LogEnd(f"{group} floor")
         last_floor, stuck_since = None, time.monotonic()
         while not self.stopping.is_set():
             await sleep_unless_stopped(self.stopping, interval)
             try:
                 async with self.sessionmaker() as session, session.begin():
-                    floor = await positions.advance_floor(session, group)
+                    up_to = await end.advance(session)  # first: before the floor is locked
+                    floor = await positions.advance_floor(session, group, up_to=up_to)
                     published = await relay.published_up_to(session, self.topic)
             except Exception as exc:
                 logger.warning("cannot move the floor", extra={"group": group, "error": repr(exc)})

@@ -1,18 +1,22 @@
 """The event log: every accepted event, in order, in PostgreSQL.
 
-It is ingest's outbox and the embedded bus itself. Appends are serialised by a transaction-level
-advisory lock, so sequence numbers become visible in the order they were assigned: a reader that
-has seen `seq` N never later finds a committed row below N (see docs/decisions.md).
+It is ingest's outbox and the embedded bus itself. Appends run concurrently, so their `seq`s
+may commit out of order (11 visible while 10 is not yet). Readers that rely on the order read
+only up to the log's **stable end** (`LogEnd`): every `seq` at or below it belongs to a
+transaction that has finished, so a row there that is not visible now never will be, and a
+reader that has passed N never later finds a committed row below N (see docs/decisions.md).
 An event is identified by `source` + `id`, as CloudEvents 1.0 says; everywhere else an accepted
 event is keyed by its position in the log, `seq`.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
 
 import orjson
+from prometheus_client import Gauge
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
@@ -32,9 +36,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, driver
 from shared.events import BusEvent, IncomingEvent
-
-# Any constant shared by every appender; 0x6361 = "ca".
-APPEND_LOCK_KEY = 0x6361_0001
 
 EventKey = tuple[str, str]  # (source, id)
 
@@ -82,12 +83,15 @@ APPEND = (
 async def append(session: AsyncSession, events: Sequence[IncomingEvent]) -> set[EventKey]:
     """Append events not stored yet; return the (source, id) of the ones this call stored.
 
-    Two statements whatever the batch size: the lock and one `INSERT … SELECT FROM unnest(…)`.
+    Two statements whatever the batch size: the transaction's id, then one
+    `INSERT … SELECT FROM unnest(…)`.
     """
     if not events:
         return set()
-    # Through the session: it opens the transaction the insert below joins.
-    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": APPEND_LOCK_KEY})
+    # Through the session: it opens the transaction the insert below joins. The transaction
+    # takes its id before it draws a `seq` (an insert alone would draw first): what the
+    # log's stable end relies on (`LogEnd`). Appends do not wait for each other.
+    await session.execute(TAKE_XID)
     # The insert on the driver's connection (the same one, in the same transaction): the rows
     # go as eight arrays, with no per-row work in SQLAlchemy.
     stored = await (await driver(session)).fetch(
@@ -104,6 +108,85 @@ async def append(session: AsyncSession, events: Sequence[IncomingEvent]) -> set[
     return {(row["source"], row["event_id"]) for row in stored}
 
 
+# --- the log's stable end ---------------------------------------------------------------------
+
+TAKE_XID = text("SELECT pg_current_xact_id()")
+
+# Every transaction id below this one has finished (committed or rolled back): the oldest id
+# still running in the whole cluster, this transaction's own aside. Not the snapshot's xmax
+# alone: xmax is one past the last id to *finish*, and ids at or above it may be running.
+_OLDEST_RUNNING = (
+    "least(pg_snapshot_xmax(s), (SELECT min(x) FROM pg_snapshot_xip(s) AS x))::text::bigint"
+    " FROM pg_current_snapshot() AS s"
+)
+# The last `seq` drawn (committed or not: a sequence is not transactional; 0 before the
+# first), whether this transaction has an id already, and the oldest running id.
+_LOOK = text(
+    "SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('events', 'seq')::regclass),"
+    " 0), pg_current_xact_id_if_assigned() IS NOT NULL, " + _OLDEST_RUNNING
+)
+# This transaction takes its id, and the oldest running id.
+_TAKE_XID_AND_LOOK = text("SELECT pg_current_xact_id()::text::bigint, " + _OLDEST_RUNNING)
+
+STABLE_END = Gauge(
+    "creator_activity_log_stable_end",
+    "The event log's stable end as a reader last saw it: every seq at or below it is final",
+    ["reader"],
+)
+LAST_DRAWN = Gauge(
+    "creator_activity_log_last_drawn",
+    "The last seq drawn when the reader last looked; above its stable end, the seqs of"
+    " transactions still running (or older ones still running anywhere in the cluster)",
+    ["reader"],
+)
+
+
+MAX_PENDING = 1_000  # (L, X) pairs a reader keeps while a long transaction holds its end
+
+
+class LogEnd:
+    """One reader's view of the log's stable end: every `seq` at or below `stable` belongs to
+    a transaction that has finished, so a row there not visible now never will be.
+
+    An append takes its transaction id (xid) before it draws a `seq` (`append`). A reader
+    reads the last `seq` drawn, L, then takes an xid, X, in a later statement: every
+    transaction that drew a `seq` up to L had its xid before, so below X. Once no transaction
+    below X is running, everything up to L is final. The (L, X) pairs wait here from one look
+    to the next, so looking never waits; a pair is usually final at once, or at the next look
+    (when the appends in flight have committed).
+    """
+
+    def __init__(self, reader: str) -> None:
+        self.reader = reader  # for the gauges
+        self.stable = 0
+        self._pending: deque[tuple[int, int]] = deque()  # (L, X), both increasing
+
+    async def advance(self, session: AsyncSession) -> int:
+        """Move the stable end as far as it goes now and return it. Must run before the
+        transaction writes (its xid must be taken after L is read), once per transaction."""
+        drawn, has_xid, oldest_running = (await session.execute(_LOOK)).one()
+        if has_xid:
+            raise RuntimeError("the log's stable end is read before the transaction writes")
+        self._settle(oldest_running)
+        if drawn > (self._pending[-1][0] if self._pending else self.stable):
+            xid, oldest_running = (await session.execute(_TAKE_XID_AND_LOOK)).one()
+            if len(self._pending) >= MAX_PENDING:
+                # A long transaction holds the end: the newest pair takes the place of the
+                # last one kept (it covers it and settles no sooner), so memory stays bounded.
+                self._pending.pop()
+            self._pending.append((drawn, xid))
+            self._settle(oldest_running)
+        STABLE_END.labels(self.reader).set(self.stable)
+        LAST_DRAWN.labels(self.reader).set(drawn)
+        return self.stable
+
+    def _settle(self, oldest_running: int) -> None:
+        """Every xid below `oldest_running` has finished: the pairs whose X is at or below it
+        are final."""
+        while self._pending and self._pending[0][1] <= oldest_running:
+            self.stable = self._pending.popleft()[0]
+
+
 async def content_hashes(session: AsyncSession, keys: Sequence[EventKey]) -> dict[EventKey, bytes]:
     rows = await session.execute(
         select(Event.source, Event.event_id, Event.content_hash).where(
@@ -114,17 +197,11 @@ async def content_hashes(session: AsyncSession, keys: Sequence[EventKey]) -> dic
 
 
 async def read_after(
-    session: AsyncSession,
-    position: int | ColumnElement[int],
-    limit: int,
-    *,
-    up_to: int | None = None,
+    session: AsyncSession, position: int | ColumnElement[int], limit: int, *, up_to: int
 ) -> list[BusEvent]:
     """The events after a position (a number, or a reader's position as a subquery, which
-    makes a poll one query), in log order."""
-    query = select(Event).where(Event.seq > position)
-    if up_to is not None:
-        query = query.where(Event.seq <= up_to)
+    makes a poll one query) up to a stable end (`LogEnd`), in log order."""
+    query = select(Event).where(Event.seq > position, Event.seq <= up_to)
     rows = await session.scalars(query.order_by(Event.seq).limit(limit))
     return [row.to_bus_event() for row in rows]
 
@@ -135,4 +212,6 @@ async def read_at(session: AsyncSession, seqs: Sequence[int]) -> list[BusEvent]:
 
 
 async def last_seq(session: AsyncSession) -> int:
+    """The highest committed `seq`: every event accepted before this call is at or below it
+    (a lower one may still commit later: not a stable end)."""
     return await session.scalar(select(func.coalesce(func.max(Event.seq), 0)))

@@ -127,18 +127,22 @@ def _unapplied(group: str, after: int):
     return select(Event).where(Event.seq > after, ~marked).order_by(Event.seq)
 
 
-async def advance_floor(session: AsyncSession, group: str) -> int | None:
-    """Raise the floor to just below the first event the group has not applied, and prune
-    the markers below it. None when another transaction is moving it."""
+async def advance_floor(session: AsyncSession, group: str, *, up_to: int) -> int | None:
+    """Raise the floor to just below the first event the group has not applied, never past
+    `up_to`, the log's stable end (shared/bus/log.py `LogEnd`): above it a `seq` not seen yet
+    may still commit, and the floor would pass it. Prune the markers below the new floor.
+    None when another transaction is moving it."""
     floor = await lock_floor(session, group, skip_locked=True)
     if floor is None:
         return None
-    first_gap = await session.scalar(_unapplied(group, floor).with_only_columns(Event.seq).limit(1))
+    first_gap = await session.scalar(
+        _unapplied(group, floor).where(Event.seq <= up_to).with_only_columns(Event.seq).limit(1)
+    )
     if first_gap is None:
         top = await session.scalar(
             select(func.max(ProcessedEvent.seq)).where(ProcessedEvent.group_name == group)
         )
-        new_floor = max(floor, top or 0)
+        new_floor = max(floor, min(top or 0, up_to))
     else:
         new_floor = first_gap - 1
     if new_floor > floor:

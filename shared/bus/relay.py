@@ -1,12 +1,14 @@
 """Outboxes and the Kafka relay's position in each, by topic.
 
 An outbox is a table rows are appended to in the same transaction as what they record, each
-with a position that commits in order (appends serialised by a transaction-level advisory
-lock), so a reader that has seen position N never later finds a committed row below N. The
-relay (shared/bus/kafka.py) publishes an outbox to its topic in that order. Two outboxes today:
-the event log (ingest's, to the events topic) and the rewards table (badges', to the rewards
-topic, services/badges/rewards.py). The relay's positions have their own table: no consumer
-group can take their names.
+with a position, read only as far as no row can still commit below what was read: a reader
+that has seen position N never later finds a committed row below N. The relay
+(shared/bus/kafka.py) publishes an outbox to its topic in that order. Two outboxes today: the
+event log (ingest's, to the events topic; appends run concurrently and the relay reads up to
+the log's stable end, shared/bus/log.py `LogEnd`) and the rewards table (badges', to the
+rewards topic, services/badges/rewards.py; its appends are serialised by a transaction-level
+advisory lock, so its positions commit in order). The relay's positions have their own table:
+no consumer group can take their names.
 
 The relays also keep the highest offset the broker acked in each partition of their topics
 (`relay_offsets`): every publish happens under the position's lock, so that table is the
@@ -70,6 +72,10 @@ class Outbox(Protocol):
     async def start(self, session: AsyncSession) -> int:
         """Where a relay that never ran on this topic starts (it publishes what is after)."""
 
+    async def find_end(self, session: AsyncSession) -> None:
+        """How far `read` may go in this transaction: called first in each of the relay's
+        transactions, before it writes."""
+
     async def read(self, session: AsyncSession, after: int, limit: int) -> list[OutboxMessage]:
         """The messages after a position, in order."""
 
@@ -87,14 +93,20 @@ class EventLogOutbox:
 
     def __init__(self, topic: str) -> None:
         self.topic = topic
+        self.end = event_log.LogEnd(EVENTS_RELAY)
 
     async def start(self, session: AsyncSession) -> int:
         return await positions.lowest_floor(session)
 
+    async def find_end(self, session: AsyncSession) -> None:
+        await self.end.advance(session)
+
     async def read(self, session: AsyncSession, after: int, limit: int) -> list[OutboxMessage]:
+        """Up to the log's stable end, so the relay's position never passes a row that may
+        still commit."""
         return [
             OutboxMessage(e.seq, e.id, e.creator_id.encode(), e.to_json())
-            for e in await event_log.read_after(session, after, limit)
+            for e in await event_log.read_after(session, after, limit, up_to=self.end.stable)
         ]
 
     async def park(self, session: AsyncSession, message: OutboxMessage, error: str) -> None:
