@@ -156,7 +156,13 @@ class Runtime:
             try:
                 await work()
                 return
-            except Exception:
+            except (Exception, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError) and (
+                    asyncio.current_task().cancelling() or stopping.is_set()
+                ):
+                    raise  # this worker is being stopped
+                # (A CancelledError otherwise is a library's own leaking out, as aiokafka's
+                # stop() did after a broker loss: a crash, not a reason to end unnoticed.)
                 logger.exception(
                     "worker crashed, restarting", extra={"worker": name, "in_s": delay}
                 )

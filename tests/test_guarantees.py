@@ -482,6 +482,29 @@ async def _ran(runs: list, n: int) -> bool:
     return len(runs) >= n
 
 
+async def test_a_worker_ended_by_a_cancellation_not_its_own_is_restarted(system, caplog):
+    """aiokafka's stop() once raised the CancelledError of a task of its own after a broker
+    loss: the relay ended without a word and published nothing more. A CancelledError that is
+    not the worker being stopped is a crash like another; stopping still stops it."""
+    runs = []
+
+    async def cut_short() -> None:
+        runs.append(time.monotonic())
+        if len(runs) == 1:
+            inner = asyncio.create_task(asyncio.sleep(60))
+            inner.cancel()
+            await inner  # raises the inner task's CancelledError here
+        await system.runtime.context.bus.stopping.wait()
+
+    with caplog.at_level(logging.ERROR, logger="services.runtime"):
+        system.runtime._spawn("cut-short", cut_short)
+        await until(lambda: _ran(runs, 2))
+    crashes = [r for r in caplog.records if r.getMessage() == "worker crashed, restarting"]
+    assert [r.worker for r in crashes] == ["cut-short"]
+    await system.runtime.stop_workers()
+    assert len(runs) == 2
+
+
 class TestTwoRelays:
     @pytest.fixture
     def bus(self):

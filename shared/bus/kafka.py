@@ -320,7 +320,7 @@ class KafkaBus:
             logger.warning("cannot read the end offsets", extra={"error": repr(exc)})
             return False
         finally:
-            await reader.stop()
+            await stop_client(reader)
         if acked:
             return not all(ends.values())
         return published > start and not any(ends.values())
@@ -395,7 +395,7 @@ class KafkaBus:
         finally:
             floor_keeper.cancel()
             await asyncio.gather(floor_keeper, return_exceptions=True)
-            await consumer.stop()
+            await stop_client(consumer)
             logger.info("consumer stopped", extra={"group": group, "bus": self.kind})
 
     async def _decode(self, group: str, records: dict) -> list[BusEvent] | None:
@@ -491,6 +491,19 @@ def _offsets_by_partition(acks: list[RecordMetadata]) -> dict[int, range]:
     for ack in acks:
         offsets.setdefault(ack.partition, []).append(ack.offset)
     return {p: range(min(o), max(o) + 1) for p, o in offsets.items()}
+
+
+async def stop_client(client: AIOKafkaConsumer) -> None:
+    """Stop an aiokafka consumer. After a broker loss its `stop()` can raise the CancelledError
+    of a task of its own that it cancelled and awaited (the group coordinator's): not a
+    cancellation of the caller, and it would end the caller's task (a relay or a group's
+    consumer) without a word. The caller's own cancellation still goes through."""
+    try:
+        await client.stop()
+    except asyncio.CancelledError:
+        if asyncio.current_task().cancelling():
+            raise
+        logger.warning("a Kafka client's stop was cut short by its own task's cancellation")
 
 
 def _failure(ack: object) -> BaseException | None:
