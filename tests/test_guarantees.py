@@ -328,6 +328,45 @@ async def _parked(system) -> bool:
     return bool(await system.sql("SELECT 1 FROM dead_letters"))
 
 
+class TestABatchThatTimesOut:
+    @pytest.fixture
+    def system_services(self):
+        return ("ingest",)  # this test runs the scoring group itself
+
+    async def test_its_events_are_applied_one_by_one_instead_of_retried_forever(self, system):
+        """A statement whose cost grows with the batch (the later-candidates lookup of 500
+        posts over 10,000 identical ones) exceeds the statement timeout every time: retried as
+        it is, the group would halt. Its events are applied one by one, and nothing is parked."""
+        real = scoring.make_handler(system.runtime.settings)
+        sizes = []
+
+        async def handler(session, events):
+            sizes.append(len(events))
+            if len(events) > 1:  # the whole batch: a statement past the timeout
+                await session.execute(text("SET LOCAL statement_timeout = '50ms'"))
+                await session.execute(text("SELECT pg_sleep(1)"))
+            await real(session, events)
+
+        batch = [post_created("c-slow") for _ in range(4)]
+        assert (await system.post_events(batch)).status_code == 202
+        bus = system.runtime.context.bus
+        task = asyncio.create_task(bus.consume(scoring.GROUP, handler))
+        await until(lambda: _lag_is_zero(system, scoring.GROUP))
+        bus.stop()
+        await task
+
+        assert sizes == [4, 1, 1, 1, 1]
+        assert await system.sql("SELECT 1 FROM dead_letters") == []
+        [month] = await system.sql(
+            "SELECT posts FROM scoring_creator_months WHERE creator_id = 'c-slow'"
+        )
+        assert month["posts"] == 4
+
+
+async def _lag_is_zero(system, group: str) -> bool:
+    return (await system.lags())[group] == 0
+
+
 # --- metrics, readiness, lag ------------------------------------------------------------------
 
 pytestmark_both_buses = pytest.mark.usefixtures("bus")

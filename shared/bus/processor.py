@@ -58,6 +58,8 @@ HALTED: dict[str, str] = {}
 # SQLSTATE classes worth retrying: connection failures, serialisation failures and deadlocks,
 # operator intervention (e.g. the server restarting), insufficient resources.
 _TRANSIENT_SQLSTATE_PREFIXES = ("08", "40", "57", "53", "55P03")
+# query_canceled: the statement timeout (or a cancel request).
+STATEMENT_TIMEOUT = "57014"
 # The schema or the grants do not match the code (undefined table or column, insufficient
 # privilege, ...), the server refuses us, or a read-only server: every event would fail alike.
 _SYSTEMIC_SQLSTATE_PREFIXES = ("42", "28", "3D", "3F", "25006")
@@ -139,6 +141,16 @@ class BatchProcessor:
                     await sleep_unless_stopped(self.stopping, halt_for)
                     isolate = False
                 elif is_transient(exc):
+                    if _sqlstate(exc) == STATEMENT_TIMEOUT and len(events) > 1 and not isolate:
+                        # A statement over the whole batch took too long (one whose cost grows
+                        # with the batch: a flood of identical posts). The same batch would
+                        # time out forever; its events one by one make progress.
+                        logger.warning(
+                            "a statement of the batch timed out, applying its events one by one",
+                            extra={"group": self.group, "error": repr(exc)},
+                        )
+                        isolate = True
+                        continue
                     RETRIES.labels(self.group).inc()
                     logger.warning(
                         "database error, batch will be retried",
