@@ -158,8 +158,11 @@ async def advance_floor(session: AsyncSession, group: str, *, up_to: int) -> int
 async def unapplied(
     session: AsyncSession, group: str, limit: int, *, up_to: int | None = None
 ) -> list[BusEvent]:
-    """The first events of the log that the group has not applied."""
-    query = _unapplied(group, await session.scalar(select(floor_of(group))))
+    """The first events of the log that the group has not applied. One statement, the floor
+    read in it: read apart, the floor keeper could move the floor and prune the markers below
+    it in between, and the events between the two floors would look unapplied (a settle or
+    freeze answered `not_caught_up` with the lag at 0)."""
+    query = _unapplied(group, floor_of(group))
     if up_to is not None:
         query = query.where(Event.seq <= up_to)
     return [row.to_bus_event() for row in await session.scalars(query.limit(limit))]
