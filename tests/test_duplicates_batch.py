@@ -210,3 +210,38 @@ async def test_a_post_created_again_at_another_time_moves_its_band_rows(sessionm
     async with sessionmaker() as session:
         times = set(await session.scalars(select(PostBand.time)))
     assert times == {T0 + timedelta(hours=1)}
+
+
+async def test_a_flood_of_one_text_and_a_copy_older_than_all_of_it(
+    sessionmaker, settings, monkeypatch
+):
+    """Hundreds of posts of one text (the benchmark's voucher claims, or spam): each points at
+    the first; a copy older than all of them, indexed last, becomes the original of every one,
+    found by reading on from a cursor (a few candidates per read here), and one in the middle
+    of the flood changes nothing."""
+    monkeypatch.setattr(duplicates, "CANDIDATES_PER_READ", 8)
+    text = "".join(random.Random(6).choice(ALPHABET) for _ in range(150))
+    flood = {f"f-{i:03d}": T0 + timedelta(minutes=i) for i in range(1, 201)}
+    times = {**flood, "middle": T0 + timedelta(minutes=100, seconds=30), "oldest": T0}
+    await reset(sessionmaker, times, [])
+    ids = sorted(flood)
+    for start in range(0, len(ids), 50):
+        async with sessionmaker() as session, session.begin():
+            await index_posts(session, settings, [(p, text) for p in ids[start : start + 50]])
+    assert (await state(sessionmaker))[0] == {
+        **{p: "f-001" for p in ids[1:]},
+        "f-001": None,
+        "middle": None,
+        "oldest": None,
+    }
+
+    async with sessionmaker() as session, session.begin():
+        assert await index_posts(session, settings, [("middle", text)]) == {"middle"}
+    async with sessionmaker() as session, session.begin():
+        changed = await index_posts(session, settings, [("oldest", text)])
+
+    assert changed == set(flood) | {"middle"}
+    assert (await state(sessionmaker))[0] == {
+        **{p: "oldest" for p in [*ids, "middle"]},
+        "oldest": None,
+    }

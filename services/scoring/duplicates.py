@@ -318,12 +318,8 @@ async def index_posts(
     # Later posts similar to one of the batch whose original is later (or none): it, or an
     # earlier one of the batch, is theirs now.
     indexed = [subjects[p] for p in ids if subjects[p].signature is not None]
-    if indexed:
-        for row in await session.execute(_LATER, _lookup(rule, indexed)):
-            post = indexed[row.ord - 1]
-            later = _indexed(row)
-            if later.post_id not in subjects and rule.similar(post.signature, later.signature):
-                subjects[later.post_id] = later
+    for later in await _later_similar_without_an_earlier_original(session, rule, indexed):
+        subjects.setdefault(later.post_id, later)
     originals = await _earliest_similar_before_each(session, rule, list(subjects.values()))
     changed = sorted(
         (post_id, originals.get(post_id))
@@ -419,20 +415,6 @@ async def _earliest_similar_before_each(
     return originals
 
 
-# Every post looked up (`ord` from 1) with each post sharing a band key with it and in the
-# index (time and signature known): found from the keys (the bands' primary key), then the rows.
-_SHARING = (
-    "WITH a AS (SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:times AS timestamptz[]))"
-    "  WITH ORDINALITY AS a(post_id, time, ord)),"
-    " k AS (SELECT * FROM unnest(CAST(:numbers AS bigint[]), CAST(:keys AS bigint[]))"
-    "  AS k(ord, band)),"
-    " shared AS (SELECT DISTINCT k.ord, b.post_id FROM k"
-    "  JOIN scoring_post_bands AS b ON b.band = k.band)"
-    " SELECT a.ord, p.post_id, p.time, p.signature, p.duplicate_of"
-    " FROM shared JOIN a ON a.ord = shared.ord"
-    " JOIN scoring_posts AS p ON p.post_id = shared.post_id"
-    " WHERE p.post_id <> a.post_id AND p.time IS NOT NULL AND p.signature IS NOT NULL"
-)
 # The first `limit` candidates before each post, in order. Each band key's first `limit`
 # earlier posts are an index range (band, time, id: migration 0012), and the first `limit`
 # posts sharing any key are among them: the cost is bounded by the keys and the limit, not by
@@ -471,15 +453,31 @@ _EARLIEST_AFTER = sql(
     " JOIN scoring_posts AS p ON p.post_id = c.post_id WHERE p.signature IS NOT NULL"
     ' ORDER BY c.time, c.post_id COLLATE "C" LIMIT :limit'
 )
-# Every candidate after each post whose original is none or after it, not one of the posts
-# (they are looked up anyway, and their `duplicate_of` in the table is the one before the batch).
+# The next `limit` candidates after each post's cursor (its own time and id at first), in
+# order, with their original's time: each band key's next `limit` posts are an index range
+# (band, time, id), as before a post. A post that is the latest of its copies (a flood of one
+# text arriving in order) reads an empty range, where it used to join every copy.
 _LATER = sql(
-    _SHARING + " AND NOT p.post_id = ANY(CAST(:ids AS varchar[]))"
-    ' AND (p.time, p.post_id COLLATE "C") > (a.time, a.post_id COLLATE "C")'
-    " AND (p.duplicate_of IS NULL OR EXISTS (SELECT 1 FROM scoring_posts AS o"
-    "  WHERE o.post_id = p.duplicate_of"
-    '  AND (o.time, o.post_id COLLATE "C") > (a.time, a.post_id COLLATE "C")))'
-    ' ORDER BY a.ord, p.time, p.post_id COLLATE "C"'
+    "WITH a AS MATERIALIZED (SELECT a.post_id, a.time, a.ord, a.after_time, a.after_id, k.keys"
+    " FROM unnest(CAST(:ids AS varchar[]), CAST(:times AS timestamptz[]),"
+    "  CAST(:after_times AS timestamptz[]), CAST(:after_ids AS varchar[]))"
+    "  WITH ORDINALITY AS a(post_id, time, after_time, after_id, ord)"
+    " JOIN (SELECT ord, array_agg(band) AS keys FROM unnest(CAST(:numbers AS bigint[]),"
+    "  CAST(:keys AS bigint[])) AS k(ord, band) GROUP BY ord) AS k ON k.ord = a.ord),"
+    " c AS (SELECT DISTINCT a.ord, b.post_id, b.time"
+    "  FROM a CROSS JOIN LATERAL unnest(a.keys) AS k(band)"
+    "  CROSS JOIN LATERAL (SELECT b.post_id, b.time FROM scoring_post_bands AS b"
+    "   WHERE b.band = k.band"
+    '   AND (b.time, b.post_id COLLATE "C") > (a.after_time, a.after_id COLLATE "C")'
+    '   ORDER BY b.time, b.post_id COLLATE "C" LIMIT :limit) AS b),'
+    " r AS (SELECT c.*, row_number() OVER"
+    '  (PARTITION BY c.ord ORDER BY c.time, c.post_id COLLATE "C") AS n FROM c)'
+    " SELECT r.ord, r.time AS band_time, p.post_id, p.time, p.signature, p.duplicate_of,"
+    "  o.time AS original_time"
+    " FROM r JOIN scoring_posts AS p ON p.post_id = r.post_id"
+    " LEFT JOIN scoring_posts AS o ON o.post_id = p.duplicate_of"
+    " WHERE r.n <= :limit"
+    ' ORDER BY r.ord, r.time, r.post_id COLLATE "C"'
 )
 _BANDS_OF = "ARRAY(SELECT b.band FROM scoring_post_bands AS b WHERE b.post_id = p.post_id)"
 _KEYS_NOW = sql(
@@ -516,6 +514,44 @@ _SET_SIGNATURES = sql(
     " FROM unnest(CAST(:ids AS varchar[]), CAST(:signatures AS bytea[])) AS s(post_id, signature)"
     " WHERE p.post_id = s.post_id"
 )
+
+
+async def _later_similar_without_an_earlier_original(
+    session: AsyncSession, rule: NearDuplicateRule, posts: list[_Indexed]
+) -> list[_Indexed]:
+    """The posts after any of `posts` (by time, then id), not one of them, sharing a band key
+    with it and similar to it, whose original is none or after it: it, or an earlier one, is
+    their original now. Read `CANDIDATES_PER_READ` per post at a time, in order, from a cursor
+    per post; a post whose read was full reads on (only posts out of time order have many)."""
+    ids = {post.post_id for post in posts}
+    cursors = {post.post_id: (post.time, post.post_id) for post in posts}
+    found: dict[str, _Indexed] = {}
+    todo = [post for post in posts if post.signature is not None and post.time is not None]
+    chunk = CANDIDATES_PER_READ
+    while todo:
+        lookup = _lookup(rule, todo)
+        lookup["after_times"] = [cursors[p.post_id][0] for p in todo]
+        lookup["after_ids"] = [cursors[p.post_id][1] for p in todo]
+        read: list[list] = [[] for _ in todo]
+        for row in await session.execute(_LATER, {**lookup, "limit": chunk}):
+            read[row.ord - 1].append(row)
+        reading_on = []
+        for post, rows in zip(todo, read, strict=True):
+            for row in rows:
+                if row.post_id in ids or row.post_id in found or row.signature is None:
+                    continue
+                original_after = row.duplicate_of is None or (
+                    row.original_time is not None
+                    and (row.original_time, row.duplicate_of) > (post.time, post.post_id)
+                )
+                later = _indexed(row)
+                if original_after and rule.similar(post.signature, later.signature):
+                    found[later.post_id] = later
+            if len(rows) == chunk:
+                cursors[post.post_id] = (rows[-1].band_time, rows[-1].post_id)
+                reading_on.append(post)
+        todo = reading_on
+    return list(found.values())
 
 
 async def _earliest_similar_before(
