@@ -363,6 +363,38 @@ class TestABatchThatTimesOut:
         assert month["posts"] == 4
 
 
+    async def test_an_event_that_times_out_alone_every_time_is_parked(self, system):
+        """An event whose own statement always exceeds the timeout would be retried forever:
+        after its attempts it is parked like any poison, and the events around it apply."""
+        real = scoring.make_handler(system.runtime.settings)
+        tries = []
+
+        async def handler(session, events):
+            if any(event.data.get("creator_id") == "c-stuck" for event in events):
+                tries.append(len(events))
+                await session.execute(text("SET LOCAL statement_timeout = '50ms'"))
+                await session.execute(text("SELECT pg_sleep(1)"))
+            await real(session, events)
+
+        batch = [post_created("c-ok"), post_created("c-stuck"), post_created("c-ok")]
+        assert (await system.post_events(batch)).status_code == 202
+        bus = system.runtime.context.bus
+        task = asyncio.create_task(bus.consume(scoring.GROUP, handler))
+        await until(lambda: _lag_is_zero(system, scoring.GROUP))
+        bus.stop()
+        await task
+
+        attempts = system.runtime.settings.consumer_poison_attempts
+        assert tries == [3] + [1] * attempts
+        [parked] = await system.sql("SELECT event_id, attempts, error FROM dead_letters")
+        assert (parked["event_id"], parked["attempts"]) == (batch[1]["id"], attempts)
+        assert "canceling statement due to statement timeout" in parked["error"]
+        months = await system.sql(
+            "SELECT creator_id, posts FROM scoring_creator_months ORDER BY creator_id"
+        )
+        assert [(m["creator_id"], m["posts"]) for m in months] == [("c-ok", 2)]
+
+
 async def _lag_is_zero(system, group: str) -> bool:
     return (await system.lags())[group] == 0
 

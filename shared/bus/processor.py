@@ -11,7 +11,8 @@ Three kinds of failure, three answers:
   event): the group halts: nothing is parked, the alarm is raised (log, metric, /readyz), and
   the batch is retried later;
 - an event that fails alone, while the events around it apply: poison, parked in
-  `dead_letters` so the group goes on.
+  `dead_letters` so the group goes on. A statement timeout is transient for a batch (applied
+  again one event at a time) but poison for an event that times out alone on every attempt.
 """
 
 from __future__ import annotations
@@ -141,10 +142,11 @@ class BatchProcessor:
                     await sleep_unless_stopped(self.stopping, halt_for)
                     isolate = False
                 elif is_transient(exc):
-                    if _sqlstate(exc) == STATEMENT_TIMEOUT and len(events) > 1 and not isolate:
+                    if _sqlstate(exc) == STATEMENT_TIMEOUT and not isolate:
                         # A statement over the whole batch took too long (one whose cost grows
                         # with the batch: a flood of identical posts). The same batch would
-                        # time out forever; its events one by one make progress.
+                        # time out forever; its events one by one make progress, and one that
+                        # times out alone, every time, is poison (below).
                         logger.warning(
                             "a statement of the batch timed out, applying its events one by one",
                             extra={"group": self.group, "error": repr(exc)},
@@ -220,7 +222,8 @@ class BatchProcessor:
                     error = None
                     break
                 except Exception as exc:
-                    if is_transient(exc) or is_systemic(exc):
+                    timed_out = _sqlstate(exc) == STATEMENT_TIMEOUT
+                    if is_systemic(exc) or (is_transient(exc) and not timed_out):
                         raise
                     error = exc
             if error is None:
