@@ -362,7 +362,6 @@ class TestABatchThatTimesOut:
         )
         assert month["posts"] == 4
 
-
     async def test_an_event_that_times_out_alone_every_time_is_parked(self, system):
         """An event whose own statement always exceeds the timeout would be retried forever:
         after its attempts it is parked like any poison, and the events around it apply."""
