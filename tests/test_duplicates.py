@@ -278,6 +278,42 @@ def test_signatures_round_trip_and_band_keys_fit_a_bigint():
     assert not set(keys) & set(NearDuplicateRule(shingle_size=3).band_keys(signature))
 
 
+def test_the_first_similar_stored_signature_is_the_one_similar_says():
+    """`first_similar` reads stored signatures without building them: the same verdict as
+    `similar` on each, in order, whatever their parameters and however close to the
+    threshold."""
+    rule = NearDuplicateRule()
+    rng = random.Random(7)
+    base = "".join(rng.choice(ARTICLE) for _ in range(300))
+    texts = [base]
+    for changes in (5, 20, 40, 60, 80, 120, 200, 300):
+        chars = list(base)
+        for i in rng.sample(range(len(chars)), changes):
+            chars[i] = rng.choice(ARTICLE)
+        texts.append("".join(chars))
+    signatures = [rule.signature(t) for t in texts]
+    others = [
+        NearDuplicateRule(permutations=64).signature(base),
+        NearDuplicateRule(shingle_size=3).signature(base),
+    ]
+    stored = [signature_to_bytes(s) for s in [*others, *signatures[1:]]]
+    for _ in range(50):
+        rng.shuffle(stored)
+        expected = next(
+            (
+                i
+                for i, data in enumerate(stored)
+                if rule.similar(signatures[0], signature_from_bytes(data))
+            ),
+            None,
+        )
+        assert rule.first_similar(signatures[0], stored) == expected
+    shares = sorted(similarity(signatures[0], s) for s in signatures[1:])
+    assert shares[0] < rule.threshold < shares[-1]  # both verdicts were asked for
+    assert rule.first_similar(signatures[0], stored[:0]) is None
+    assert rule.first_similar(signatures[0], [signature_to_bytes(others[0])]) is None
+
+
 def test_a_different_post_on_the_same_topic_is_not_similar():
     rule = NearDuplicateRule()
     assert similarity(rule.signature(ARTICLE), rule.signature(SAME_TOPIC)) < 0.2

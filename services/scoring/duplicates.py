@@ -67,6 +67,9 @@ MINHASH_SEED = 1
 MINHASH_SCHEME = "affine32"
 # Serialised signatures: datasketch's LeanMinHash layout, little-endian whatever the machine.
 _BYTE_ORDER = "<"
+# Its header: the seed (q), minus the number of values (i) and the scheme's code (B).
+_HEADER_BYTES = 13
+_VALUES = "<u4"  # affine32's values
 _KEPT_CATEGORIES = frozenset("LNM")  # letters, numbers, marks
 
 
@@ -175,6 +178,24 @@ class NearDuplicateRule:
 
     def similar(self, a: LeanMinHash, b: LeanMinHash) -> bool:
         return similarity(a, b) >= self.threshold
+
+    def first_similar(self, signature: LeanMinHash, stored: Sequence[bytes]) -> int | None:
+        """The index of the first stored signature similar to `signature`, else None: what
+        `similar` says of each, read from the bytes in one comparison instead of building a
+        signature per candidate (a post is compared with up to `CANDIDATES_PER_READ`)."""
+        own = signature_to_bytes(signature)
+        header = own[:_HEADER_BYTES]
+        # Another seed, scheme or number of values: never similar (as `similarity` says).
+        alike = [i for i, data in enumerate(stored) if data[:_HEADER_BYTES] == header]
+        if not alike:
+            return None
+        values = np.frombuffer(
+            b"".join(stored[i][_HEADER_BYTES:] for i in alike), dtype=_VALUES
+        ).reshape(len(alike), -1)
+        mine = np.frombuffer(own, dtype=_VALUES, offset=_HEADER_BYTES)
+        shares = np.count_nonzero(values == mine, axis=1) / len(signature)
+        hits = np.flatnonzero(shares >= self.threshold)
+        return alike[hits[0]] if len(hits) else None
 
 
 def signature_to_bytes(signature: LeanMinHash) -> bytes:
@@ -397,14 +418,8 @@ async def _earliest_similar_before_each(
         candidates[row.ord - 1].append(row)
     originals: dict[str, str] = {}
     for post, rows in zip(looked_up, candidates, strict=True):
-        original = next(
-            (
-                row.post_id
-                for row in rows
-                if rule.similar(post.signature, signature_from_bytes(row.signature))
-            ),
-            None,
-        )
+        first = rule.first_similar(post.signature, [row.signature for row in rows])
+        original = rows[first].post_id if first is not None else None
         if original is None and len(rows) == chunk:
             last = rows[-1]
             original = await _earliest_similar_before(
@@ -579,9 +594,9 @@ async def _earliest_similar_before(
                 },
             )
         ).all()
-        for row in rows:
-            if rule.similar(post.signature, signature_from_bytes(row.signature)):
-                return row.post_id
+        first = rule.first_similar(post.signature, [row.signature for row in rows])
+        if first is not None:
+            return rows[first].post_id
         if len(rows) < chunk:
             return None
         after = (rows[-1].time, rows[-1].post_id)
