@@ -74,9 +74,31 @@ _VISIBLE = regex.compile(r"[^\p{White_Space}\p{Cc}\p{Cs}\p{Default_Ignorable_Cod
 _GROUP = methodcaller("group")
 
 
+# The code points that can join a neighbour in one grapheme cluster (UAX #29's rules GB3 to
+# GB13 all need one): in a text without any, every code point is a cluster of its own.
+_JOINING = regex.compile(
+    r"[\r\p{Grapheme_Cluster_Break=Extend}\p{Grapheme_Cluster_Break=ZWJ}"
+    r"\p{Grapheme_Cluster_Break=SpacingMark}\p{Grapheme_Cluster_Break=Prepend}"
+    r"\p{Grapheme_Cluster_Break=Regional_Indicator}\p{Grapheme_Cluster_Break=L}"
+    r"\p{Grapheme_Cluster_Break=V}\p{Grapheme_Cluster_Break=T}"
+    r"\p{Grapheme_Cluster_Break=LV}\p{Grapheme_Cluster_Break=LVT}]"
+)
+_INVISIBLE = regex.compile(r"[\p{White_Space}\p{Cc}\p{Cs}\p{Default_Ignorable_Code_Point}]")
+
+
 def count_characters(text: str) -> int:
     """The number of characters of `text` in the program's sense (see the module docstring)."""
-    return sum(map(_is_visible, _GRAPHEME_CLUSTER.findall(strip_urls(text))))
+    stripped = strip_urls(text)
+    if _JOINING.search(stripped) is None:
+        # One code point per cluster: the visible ones, counted without splitting (most posts;
+        # a tenth of the scoring consumer's Python time went to the split).
+        return len(stripped) - len(_INVISIBLE.findall(stripped))
+    return count_clusters(stripped)
+
+
+def count_clusters(stripped: str) -> int:
+    """The visible grapheme clusters of a text whose URLs are stripped already."""
+    return sum(map(_is_visible, _GRAPHEME_CLUSTER.findall(stripped)))
 
 
 def is_long_enough(text: str, min_chars: int) -> bool:

@@ -12,7 +12,13 @@ import regex
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.characters import count_characters, is_image_post, is_long_enough
+from shared.characters import (
+    count_characters,
+    count_clusters,
+    is_image_post,
+    is_long_enough,
+    strip_urls,
+)
 
 # The repo is checked out beside shared/ (…/main and …/shared), so the seed is two levels up.
 SEED = Path(__file__).resolve().parent.parent.parent / "shared" / "seed"
@@ -348,6 +354,12 @@ def test_nfc_and_nfd_inputs_count_the_same(text):
     count = count_characters(text)
     assert count_characters(unicodedata.normalize("NFD", text)) == count
     assert count_characters(unicodedata.normalize("NFC", text)) == count
+
+
+@given(st.one_of(TEXT, st.text(alphabet=st.characters(codec="utf-8"), max_size=80)))
+def test_the_count_without_splitting_is_the_count_of_the_clusters(text):
+    # A text without a code point that joins clusters is counted code point by code point.
+    assert count_characters(text) == count_clusters(strip_urls(text))
 
 
 @given(TEXT, TEXT)
