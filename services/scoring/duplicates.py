@@ -348,10 +348,7 @@ async def index_posts(
         if originals.get(post_id) != post.duplicate_of
     )
     if changed:
-        await session.execute(
-            sql("UPDATE scoring_posts SET duplicate_of = :original WHERE post_id = :post_id"),
-            [{"post_id": post_id, "original": original} for post_id, original in changed],
-        )
+        await session.execute(_SET_ORIGINALS, _columns(changed, ("ids", "originals")))
     return {post_id for post_id, _ in changed}
 
 
@@ -523,6 +520,11 @@ _BAND_TIMES = sql(
     "UPDATE scoring_post_bands AS b SET time = p.time FROM scoring_posts AS p"
     " WHERE p.post_id = b.post_id AND b.post_id = ANY(CAST(:ids AS varchar[]))"
     " AND b.time <> p.time"
+)
+_SET_ORIGINALS = sql(
+    "UPDATE scoring_posts AS p SET duplicate_of = s.original"
+    " FROM unnest(CAST(:ids AS varchar[]), CAST(:originals AS varchar[])) AS s(post_id, original)"
+    " WHERE p.post_id = s.post_id"
 )
 _SET_SIGNATURES = sql(
     "UPDATE scoring_posts AS p SET signature = s.signature"
