@@ -37,7 +37,10 @@ the signature in `scoring_posts.signature`, and maintains `scoring_posts.duplica
   bits, sorted): the second waits for the first's commit and then sees its rows. A batch locks
   every key of all its posts in one sorted statement, so two batches queue, never deadlock;
 - a batch of posts (`index_posts`) takes a fixed number of statements, whatever its size: the
-  rows and bands written once, the candidates of every post looked up in one statement.
+  rows and bands written once, the candidates of every post looked up in one statement, a
+  bounded number per post and band key read from the (band, time, id) index in time order (a
+  post with more candidates than that reads on: a flood of one text costs a read, not a join
+  with every copy).
 """
 
 from __future__ import annotations
