@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import delete, select, update
+from sqlalchemy import text as sql
 from sqlalchemy.dialects.postgresql import insert
 
 from services.scoring import duplicates
@@ -188,6 +189,7 @@ async def test_batches_end_where_one_post_at_a_time_ends_and_where_the_rule_says
             changed = await index_posts(session, settings, batch)
         after = (await state(sessionmaker))[0]
         assert changed == {p for p in after if after[p] != before[p]}
+        await assert_origins(sessionmaker)
     batched = await state(sessionmaker)
 
     assert batched == one_by_one
@@ -197,37 +199,47 @@ async def test_batches_end_where_one_post_at_a_time_ends_and_where_the_rule_says
 
 
 async def test_a_post_created_again_at_another_time_moves_its_band_rows(sessionmaker, settings):
-    """The band rows carry their post's time (the candidates are read in that order): a post
-    whose creation comes again with another time keeps its keys, at the new time."""
+    """The band rows carry their post's time (the candidates are read in that order) and their
+    origin: a post whose creation comes again with another time keeps its keys, at the new
+    time, and its copy's rows follow its new time as their origin's."""
     text = "".join(random.Random(5).choice(ALPHABET) for _ in range(120))
-    await reset(sessionmaker, {"p-1": T0}, [])
+    await reset(sessionmaker, {"p-1": T0, "p-2": T0 + timedelta(hours=2)}, [])
     async with sessionmaker() as session, session.begin():
-        await index_posts(session, settings, [("p-1", text)])
+        await index_posts(session, settings, [("p-1", text), ("p-2", text)])
         await session.execute(
             update(Post).where(Post.post_id == "p-1").values(time=T0 + timedelta(hours=1))
         )
         await index_posts(session, settings, [("p-1", text)])
     async with sessionmaker() as session:
-        times = set(await session.scalars(select(PostBand.time)))
+        times = set(await session.scalars(select(PostBand.time).where(PostBand.post_id == "p-1")))
+        origins = set(await session.execute(select(PostBand.origin_time, PostBand.origin_id)))
     assert times == {T0 + timedelta(hours=1)}
+    assert origins == {(T0 + timedelta(hours=1), "p-1")}
+    assert (await state(sessionmaker))[0] == {"p-1": None, "p-2": "p-1"}
+    await assert_origins(sessionmaker)
 
 
 async def test_a_flood_of_one_text_and_a_copy_older_than_all_of_it(
     sessionmaker, settings, monkeypatch
 ):
-    """Hundreds of posts of one text (the benchmark's voucher claims, or spam): each points at
-    the first; a copy older than all of them, indexed last, becomes the original of every one,
-    found by reading on from a cursor (a few candidates per read here), and one in the middle
-    of the flood changes nothing."""
+    """Hundreds of posts of one text at one time, arriving in random id order (the benchmark's
+    voucher claims, or spam): each points at the first by id, and a post arriving in the middle
+    of the flood reads none of its later copies (their original is earlier than it: it cannot
+    become theirs). A copy older than all of them, indexed last, becomes the original of every
+    one, found by reading on (a few candidates per read here)."""
     monkeypatch.setattr(duplicates, "CANDIDATES_PER_READ", 8)
-    text = "".join(random.Random(6).choice(ALPHABET) for _ in range(150))
-    flood = {f"f-{i:03d}": T0 + timedelta(minutes=i) for i in range(1, 201)}
-    times = {**flood, "middle": T0 + timedelta(minutes=100, seconds=30), "oldest": T0}
+    rng = random.Random(6)
+    text = "".join(rng.choice(ALPHABET) for _ in range(150))
+    flood = {f"f-{i:03d}": T0 for i in range(1, 201)}
+    times = {**flood, "middle": T0, "oldest": T0 - timedelta(minutes=1)}
     await reset(sessionmaker, times, [])
     ids = sorted(flood)
-    for start in range(0, len(ids), 50):
+    order = ids[1:]
+    rng.shuffle(order)
+    for batch in [ids[:1], *(order[i : i + 25] for i in range(0, len(order), 25))]:
         async with sessionmaker() as session, session.begin():
-            await index_posts(session, settings, [(p, text) for p in ids[start : start + 50]])
+            await index_posts(session, settings, [(p, text) for p in batch])
+        await assert_origins(sessionmaker)
     assert (await state(sessionmaker))[0] == {
         **{p: "f-001" for p in ids[1:]},
         "f-001": None,
@@ -236,12 +248,50 @@ async def test_a_flood_of_one_text_and_a_copy_older_than_all_of_it(
     }
 
     async with sessionmaker() as session, session.begin():
+        read = later_rows_read(session, monkeypatch)
         assert await index_posts(session, settings, [("middle", text)]) == {"middle"}
+    assert read == []
     async with sessionmaker() as session, session.begin():
+        read = later_rows_read(session, monkeypatch)
         changed = await index_posts(session, settings, [("oldest", text)])
+    assert len(read) == len(flood) + 1  # every copy and "middle", 8 at a time
 
     assert changed == set(flood) | {"middle"}
     assert (await state(sessionmaker))[0] == {
         **{p: "oldest" for p in [*ids, "middle"]},
         "oldest": None,
     }
+    await assert_origins(sessionmaker)
+
+
+def later_rows_read(session, monkeypatch) -> list:
+    """The rows the later-candidates lookup returns in this session, as it reads them."""
+    rows: list = []
+    execute = session.execute
+
+    async def counting(statement, *args, **kwargs):
+        result = await execute(statement, *args, **kwargs)
+        if statement is not duplicates._LATER:
+            return result
+        read = result.all()
+        rows.extend(read)
+        return read
+
+    monkeypatch.setattr(session, "execute", counting)
+    return rows
+
+
+async def assert_origins(sessionmaker) -> None:
+    """Every band row's origin is its post's original's time and id, or the post's own."""
+    async with sessionmaker() as session:
+        wrong = (
+            await session.execute(
+                sql(
+                    "SELECT b.post_id, b.origin_id FROM scoring_post_bands AS b"
+                    " JOIN scoring_posts AS p ON p.post_id = b.post_id"
+                    " JOIN scoring_posts AS o ON o.post_id = coalesce(p.duplicate_of, p.post_id)"
+                    " WHERE (b.origin_time, b.origin_id) IS DISTINCT FROM (o.time, o.post_id)"
+                )
+            )
+        ).all()
+    assert wrong == []

@@ -38,9 +38,13 @@ the signature in `scoring_posts.signature`, and maintains `scoring_posts.duplica
   every key of all its posts in one sorted statement, so two batches queue, never deadlock;
 - a batch of posts (`index_posts`) takes a fixed number of statements, whatever its size: the
   rows and bands written once, the candidates of every post looked up in one statement, a
-  bounded number per post and band key read from the (band, time, id) index in time order (a
-  post with more candidates than that reads on: a flood of one text costs a read, not a join
-  with every copy).
+  bounded number per post and band key (a post with more candidates reads on);
+- each band row carries its post's time and its **origin** (its original's time and id, or its
+  own for an original), both indexed after the band: the earlier candidates of a post are read
+  in time order, the later posts it may become the original of by origin, from the first
+  origin after the post. The copies of an earlier original are not in that range, so a flood
+  of one text (10,000 claims at one time, arriving in any order) costs a post one short read,
+  not a read of every copy.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ import operator
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache, lru_cache
 
 import numpy as np
@@ -183,7 +187,11 @@ class NearDuplicateRule:
         return similarity(a, b) >= self.threshold
 
     def first_similar(self, signature: LeanMinHash, stored: Sequence[bytes]) -> int | None:
-        """The index of the first stored signature similar to `signature`, else None: what
+        """The index of the first stored signature similar to `signature`, else None."""
+        return next(iter(self.similar_ones(signature, stored)), None)
+
+    def similar_ones(self, signature: LeanMinHash, stored: Sequence[bytes]) -> list[int]:
+        """The indexes of the stored signatures similar to `signature`, in order: what
         `similar` says of each, read from the bytes in one comparison instead of building a
         signature per candidate (a post is compared with up to `CANDIDATES_PER_READ`)."""
         own = signature_to_bytes(signature)
@@ -191,14 +199,13 @@ class NearDuplicateRule:
         # Another seed, scheme or number of values: never similar (as `similarity` says).
         alike = [i for i, data in enumerate(stored) if data[:_HEADER_BYTES] == header]
         if not alike:
-            return None
+            return []
         values = np.frombuffer(
             b"".join(stored[i][_HEADER_BYTES:] for i in alike), dtype=_VALUES
         ).reshape(len(alike), -1)
         mine = np.frombuffer(own, dtype=_VALUES, offset=_HEADER_BYTES)
         shares = np.count_nonzero(values == mine, axis=1) / len(signature)
-        hits = np.flatnonzero(shares >= self.threshold)
-        return alike[hits[0]] if len(hits) else None
+        return [alike[i] for i in np.flatnonzero(shares >= self.threshold)]
 
 
 def signature_to_bytes(signature: LeanMinHash) -> bytes:
@@ -352,6 +359,10 @@ async def index_posts(
     )
     if changed:
         await session.execute(_SET_ORIGINALS, _columns(changed, ("ids", "originals")))
+    # The band rows' origins: of the posts of the batch (new rows, a time that moved), of the
+    # posts whose original changed, and of the copies of the batch's posts (their original's
+    # time may have moved).
+    await session.execute(_BAND_ORIGINS, {"ids": sorted({*ids, *(p for p, _ in changed)})})
     return {post_id for post_id, _ in changed}
 
 
@@ -468,31 +479,35 @@ _EARLIEST_AFTER = sql(
     " JOIN scoring_posts AS p ON p.post_id = c.post_id WHERE p.signature IS NOT NULL"
     ' ORDER BY c.time, c.post_id COLLATE "C" LIMIT :limit'
 )
-# The next `limit` candidates after each post's cursor (its own time and id at first), in
-# order, with their original's time: each band key's next `limit` posts are an index range
-# (band, time, id), as before a post. A post that is the latest of its copies (a flood of one
-# text arriving in order) reads an empty range, where it used to join every copy.
+# The next `limit` posts after each post's cursor, by origin (the original's time and id, or the
+# post's own for an original), then id, that share a band key with it and whose origin is after
+# it: the posts whose original is none or later than it, an index range per band key
+# (band, origin, id: migration 0013). The copies of an earlier original are not in it, however
+# many (a flood of one text, at one time, arriving in any order).
 _LATER = sql(
-    "WITH a AS MATERIALIZED (SELECT a.post_id, a.time, a.ord, a.after_time, a.after_id, k.keys"
+    "WITH a AS MATERIALIZED (SELECT a.post_id, a.time, a.ord, a.after_time, a.after_origin,"
+    "  a.after_id, k.keys"
     " FROM unnest(CAST(:ids AS varchar[]), CAST(:times AS timestamptz[]),"
-    "  CAST(:after_times AS timestamptz[]), CAST(:after_ids AS varchar[]))"
-    "  WITH ORDINALITY AS a(post_id, time, after_time, after_id, ord)"
+    "  CAST(:after_times AS timestamptz[]), CAST(:after_origins AS varchar[]),"
+    "  CAST(:after_ids AS varchar[]))"
+    "  WITH ORDINALITY AS a(post_id, time, after_time, after_origin, after_id, ord)"
     " JOIN (SELECT ord, array_agg(band) AS keys FROM unnest(CAST(:numbers AS bigint[]),"
     "  CAST(:keys AS bigint[])) AS k(ord, band) GROUP BY ord) AS k ON k.ord = a.ord),"
-    " c AS (SELECT DISTINCT a.ord, b.post_id, b.time"
+    " c AS (SELECT DISTINCT a.ord, b.post_id, b.origin_time, b.origin_id"
     "  FROM a CROSS JOIN LATERAL unnest(a.keys) AS k(band)"
-    "  CROSS JOIN LATERAL (SELECT b.post_id, b.time FROM scoring_post_bands AS b"
-    "   WHERE b.band = k.band"
-    '   AND (b.time, b.post_id COLLATE "C") > (a.after_time, a.after_id COLLATE "C")'
-    '   ORDER BY b.time, b.post_id COLLATE "C" LIMIT :limit) AS b),'
-    " r AS (SELECT c.*, row_number() OVER"
-    '  (PARTITION BY c.ord ORDER BY c.time, c.post_id COLLATE "C") AS n FROM c)'
-    " SELECT r.ord, r.time AS band_time, p.post_id, p.time, p.signature, p.duplicate_of,"
-    "  o.time AS original_time"
+    "  CROSS JOIN LATERAL (SELECT b.post_id, b.origin_time, b.origin_id"
+    "   FROM scoring_post_bands AS b WHERE b.band = k.band"
+    '   AND (b.origin_time, b.origin_id COLLATE "C") > (a.time, a.post_id COLLATE "C")'
+    '   AND (b.origin_time, b.origin_id COLLATE "C", b.post_id COLLATE "C")'
+    '    > (a.after_time, a.after_origin COLLATE "C", a.after_id COLLATE "C")'
+    '   ORDER BY b.origin_time, b.origin_id COLLATE "C", b.post_id COLLATE "C"'
+    "   LIMIT :limit) AS b),"
+    " r AS (SELECT c.*, row_number() OVER (PARTITION BY c.ord"
+    '  ORDER BY c.origin_time, c.origin_id COLLATE "C", c.post_id COLLATE "C") AS n FROM c)'
+    " SELECT r.ord, r.origin_time, r.origin_id, p.post_id, p.time, p.signature, p.duplicate_of"
     " FROM r JOIN scoring_posts AS p ON p.post_id = r.post_id"
-    " LEFT JOIN scoring_posts AS o ON o.post_id = p.duplicate_of"
     " WHERE r.n <= :limit"
-    ' ORDER BY r.ord, r.time, r.post_id COLLATE "C"'
+    ' ORDER BY r.ord, r.origin_time, r.origin_id COLLATE "C", r.post_id COLLATE "C"'
 )
 _BANDS_OF = "ARRAY(SELECT b.band FROM scoring_post_bands AS b WHERE b.post_id = p.post_id)"
 _KEYS_NOW = sql(
@@ -514,10 +529,20 @@ _DELETE_BANDS = sql(
     " WHERE b.band = d.band AND b.post_id = d.post_id"
 )
 _INSERT_BANDS = sql(
-    "INSERT INTO scoring_post_bands (band, post_id, time)"
-    " SELECT * FROM unnest(CAST(:bands AS bigint[]), CAST(:ids AS varchar[]),"
-    "  CAST(:times AS timestamptz[]))"
+    "INSERT INTO scoring_post_bands (band, post_id, time, origin_time, origin_id)"
+    " SELECT band, post_id, time, time, post_id FROM unnest(CAST(:bands AS bigint[]),"
+    "  CAST(:ids AS varchar[]), CAST(:times AS timestamptz[])) AS n(band, post_id, time)"
     " ON CONFLICT DO NOTHING"
+)
+# The origin of these posts' band rows and of their copies' (the original, else the post).
+_BAND_ORIGINS = sql(
+    "UPDATE scoring_post_bands AS b SET origin_time = o.time, origin_id = o.post_id"
+    " FROM scoring_posts AS p JOIN scoring_posts AS o"
+    "  ON o.post_id = coalesce(p.duplicate_of, p.post_id)"
+    " WHERE b.post_id = p.post_id AND o.time IS NOT NULL"
+    " AND (p.post_id = ANY(CAST(:ids AS varchar[]))"
+    "  OR p.duplicate_of = ANY(CAST(:ids AS varchar[])))"
+    " AND (b.origin_time <> o.time OR b.origin_id <> o.post_id)"
 )
 _BAND_TIMES = sql(
     "UPDATE scoring_post_bands AS b SET time = p.time FROM scoring_posts AS p"
@@ -539,36 +564,35 @@ _SET_SIGNATURES = sql(
 async def _later_similar_without_an_earlier_original(
     session: AsyncSession, rule: NearDuplicateRule, posts: list[_Indexed]
 ) -> list[_Indexed]:
-    """The posts after any of `posts` (by time, then id), not one of them, sharing a band key
-    with it and similar to it, whose original is none or after it: it, or an earlier one, is
-    their original now. Read `CANDIDATES_PER_READ` per post at a time, in order, from a cursor
-    per post; a post whose read was full reads on (only posts out of time order have many)."""
+    """The posts after any of `posts`, not one of them, sharing a band key with it and similar
+    to it, whose original is none or after it: it, or an earlier one, is their original now.
+    Read `CANDIDATES_PER_READ` per post at a time by origin, from a cursor per post; a post
+    whose read was full reads on (posts that came out of order before a family of copies)."""
     ids = {post.post_id for post in posts}
-    cursors = {post.post_id: (post.time, post.post_id) for post in posts}
+    start = (datetime.min.replace(tzinfo=UTC), "", "")
+    cursors = {post.post_id: start for post in posts}
     found: dict[str, _Indexed] = {}
     todo = [post for post in posts if post.signature is not None and post.time is not None]
     chunk = CANDIDATES_PER_READ
     while todo:
         lookup = _lookup(rule, todo)
-        lookup["after_times"] = [cursors[p.post_id][0] for p in todo]
-        lookup["after_ids"] = [cursors[p.post_id][1] for p in todo]
+        for n, name in enumerate(("after_times", "after_origins", "after_ids")):
+            lookup[name] = [cursors[post.post_id][n] for post in todo]
         read: list[list] = [[] for _ in todo]
         for row in await session.execute(_LATER, {**lookup, "limit": chunk}):
             read[row.ord - 1].append(row)
         reading_on = []
         for post, rows in zip(todo, read, strict=True):
-            for row in rows:
-                if row.post_id in ids or row.post_id in found or row.signature is None:
-                    continue
-                original_after = row.duplicate_of is None or (
-                    row.original_time is not None
-                    and (row.original_time, row.duplicate_of) > (post.time, post.post_id)
-                )
-                later = _indexed(row)
-                if original_after and rule.similar(post.signature, later.signature):
-                    found[later.post_id] = later
+            others = [
+                row
+                for row in rows
+                if row.post_id not in ids and row.post_id not in found and row.signature
+            ]
+            for i in rule.similar_ones(post.signature, [row.signature for row in others]):
+                found[others[i].post_id] = _indexed(others[i])
             if len(rows) == chunk:
-                cursors[post.post_id] = (rows[-1].band_time, rows[-1].post_id)
+                last = rows[-1]
+                cursors[post.post_id] = (last.origin_time, last.origin_id, last.post_id)
                 reading_on.append(post)
         todo = reading_on
     return list(found.values())

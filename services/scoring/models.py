@@ -95,11 +95,22 @@ class PostBand(Base):
             "time",
             text('post_id COLLATE "C"'),
         ),
+        # migration 0013: a key's posts by origin (the later posts a post may be the original of)
+        Index(
+            "ix_scoring_post_bands_band_origin",
+            "band",
+            "origin_time",
+            text('origin_id COLLATE "C"'),
+            text('post_id COLLATE "C"'),
+        ),
     )
 
     band: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     post_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     time: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # the post's (0012)
+    # Its original's time and id, or its own when it is an original (0013).
+    origin_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    origin_id: Mapped[str] = mapped_column(String(128))
 
 
 class Interaction(Base):
