@@ -410,74 +410,70 @@ def _lookup(rule: NearDuplicateRule, posts: list[_Indexed]) -> dict[str, list]:
 
 
 # Candidates read per post at a time (most posts need one read: their first is similar or they
-# have fewer).
+# have fewer), and per read after the first (a post that reads on is usually an original with
+# many dissimilar posts sharing a band key: it has to read them all).
 CANDIDATES_PER_READ = 64
+READ_ON_FACTOR = 8
 
 
 async def _earliest_similar_before_each(
     session: AsyncSession, rule: NearDuplicateRule, posts: list[_Indexed]
 ) -> dict[str, str]:
     """{post: the earliest post before it (by time, then id) sharing a band key with it and
-    similar to it}, for those that have one: the first `chunk` candidates of every post in one
-    statement, in that order; a post whose first candidates are all dissimilar reads on."""
-    looked_up = [p for p in posts if p.signature is not None and p.time is not None]
-    if not looked_up:
-        return {}
+    similar to it}, for those that have one. The first candidates of every post in one
+    statement, in that order; the posts whose candidates were all dissimilar and filled the
+    read read on together, from a cursor per post, more at a time."""
+    todo = [p for p in posts if p.signature is not None and p.time is not None]
+    start = (datetime.min.replace(tzinfo=UTC), "")
+    cursors = {post.post_id: start for post in todo}
     chunk = CANDIDATES_PER_READ
-    candidates: list[list] = [[] for _ in looked_up]
-    for row in await session.execute(_EARLIEST, {**_lookup(rule, looked_up), "limit": chunk}):
-        candidates[row.ord - 1].append(row)
     originals: dict[str, str] = {}
-    for post, rows in zip(looked_up, candidates, strict=True):
-        first = rule.first_similar(post.signature, [row.signature for row in rows])
-        original = rows[first].post_id if first is not None else None
-        if original is None and len(rows) == chunk:
-            last = rows[-1]
-            original = await _earliest_similar_before(
-                session, rule, post, chunk, (last.time, last.post_id)
-            )
-        if original is not None:
-            originals[post.post_id] = original
+    while todo:
+        lookup = _lookup(rule, todo)
+        lookup["after_times"] = [cursors[post.post_id][0] for post in todo]
+        lookup["after_ids"] = [cursors[post.post_id][1] for post in todo]
+        read: list[list] = [[] for _ in todo]
+        for row in await session.execute(_EARLIEST, {**lookup, "limit": chunk}):
+            read[row.ord - 1].append(row)
+        reading_on = []
+        for post, rows in zip(todo, read, strict=True):
+            signed = [row for row in rows if row.signature is not None]
+            first = rule.first_similar(post.signature, [row.signature for row in signed])
+            if first is not None:
+                originals[post.post_id] = signed[first].post_id
+            elif len(rows) == chunk:
+                cursors[post.post_id] = (rows[-1].time, rows[-1].post_id)
+                reading_on.append(post)
+        todo = reading_on
+        chunk = CANDIDATES_PER_READ * READ_ON_FACTOR
     return originals
 
 
-# The first `limit` candidates before each post, in order. Each band key's first `limit`
-# earlier posts are an index range (band, time, id: migration 0012), and the first `limit`
-# posts sharing any key are among them: the cost is bounded by the keys and the limit, not by
-# the posts before (a post with no earlier copy used to read them all).
-_BEFORE_IN_BAND = (
-    " CROSS JOIN LATERAL (SELECT b.post_id, b.time FROM scoring_post_bands AS b"
-    "  WHERE b.band = k.band"
-    '  AND (b.time, b.post_id COLLATE "C") < (a.time, a.post_id COLLATE "C")'
-    '  AND (b.time, b.post_id COLLATE "C") > (a.after_time, a.after_id COLLATE "C")'
-    '  ORDER BY b.time, b.post_id COLLATE "C" LIMIT :limit) AS b'
-)
+# The next `limit` candidates before each post after its cursor (time, id), in order. Each band
+# key's next `limit` earlier posts are an index range (band, time, id: migration 0012), and the
+# next `limit` posts sharing any key are among them: the cost is bounded by the keys and the
+# limit, not by the posts before (a post with no earlier copy used to read them all). Only
+# those are joined with their posts for the signatures.
 _EARLIEST = sql(
-    "WITH a AS MATERIALIZED (SELECT a.post_id, a.time, a.ord, k.keys,"
-    "  CAST('-infinity' AS timestamptz) AS after_time, '' AS after_id"
-    " FROM unnest(CAST(:ids AS varchar[]), CAST(:times AS timestamptz[]))"
-    "  WITH ORDINALITY AS a(post_id, time, ord)"
+    "WITH a AS MATERIALIZED (SELECT a.post_id, a.time, a.ord, a.after_time, a.after_id, k.keys"
+    " FROM unnest(CAST(:ids AS varchar[]), CAST(:times AS timestamptz[]),"
+    "  CAST(:after_times AS timestamptz[]), CAST(:after_ids AS varchar[]))"
+    "  WITH ORDINALITY AS a(post_id, time, after_time, after_id, ord)"
     " JOIN (SELECT ord, array_agg(band) AS keys FROM unnest(CAST(:numbers AS bigint[]),"
     "  CAST(:keys AS bigint[])) AS k(ord, band) GROUP BY ord) AS k ON k.ord = a.ord),"
     " c AS (SELECT DISTINCT a.ord, b.post_id, b.time"
-    "  FROM a CROSS JOIN LATERAL unnest(a.keys) AS k(band)" + _BEFORE_IN_BAND + "),"
+    "  FROM a CROSS JOIN LATERAL unnest(a.keys) AS k(band)"
+    "  CROSS JOIN LATERAL (SELECT b.post_id, b.time FROM scoring_post_bands AS b"
+    "   WHERE b.band = k.band"
+    '   AND (b.time, b.post_id COLLATE "C") < (a.time, a.post_id COLLATE "C")'
+    '   AND (b.time, b.post_id COLLATE "C") > (a.after_time, a.after_id COLLATE "C")'
+    '   ORDER BY b.time, b.post_id COLLATE "C" LIMIT :limit) AS b),'
     " r AS (SELECT c.*, row_number() OVER"
     '  (PARTITION BY c.ord ORDER BY c.time, c.post_id COLLATE "C") AS n FROM c)'
-    " SELECT r.ord, p.post_id, p.time, p.signature FROM r"
-    " JOIN scoring_posts AS p ON p.post_id = r.post_id"
-    " WHERE r.n <= :limit AND p.signature IS NOT NULL"
+    " SELECT r.ord, r.post_id, r.time, p.signature FROM r"
+    " LEFT JOIN scoring_posts AS p ON p.post_id = r.post_id"
+    " WHERE r.n <= :limit"
     ' ORDER BY r.ord, r.time, r.post_id COLLATE "C"'
-)
-# One post's next `limit` candidates after a cursor (time, id), in order.
-_EARLIEST_AFTER = sql(
-    "WITH a AS (SELECT CAST(:post_id AS varchar) AS post_id,"
-    "  CAST(:time AS timestamptz) AS time, CAST(:after_time AS timestamptz) AS after_time,"
-    "  CAST(:after_id AS varchar) AS after_id),"
-    " c AS (SELECT DISTINCT b.post_id, b.time"
-    "  FROM a CROSS JOIN unnest(CAST(:keys AS bigint[])) AS k(band)" + _BEFORE_IN_BAND + ")"
-    " SELECT p.post_id, p.time, p.signature FROM c"
-    " JOIN scoring_posts AS p ON p.post_id = c.post_id WHERE p.signature IS NOT NULL"
-    ' ORDER BY c.time, c.post_id COLLATE "C" LIMIT :limit'
 )
 # The next `limit` posts after each post's cursor, by origin (the original's time and id, or the
 # post's own for an original), then id, that share a band key with it and whose origin is after
@@ -566,8 +562,8 @@ async def _later_similar_without_an_earlier_original(
 ) -> list[_Indexed]:
     """The posts after any of `posts`, not one of them, sharing a band key with it and similar
     to it, whose original is none or after it: it, or an earlier one, is their original now.
-    Read `CANDIDATES_PER_READ` per post at a time by origin, from a cursor per post; a post
-    whose read was full reads on (posts that came out of order before a family of copies)."""
+    Read by origin from a cursor per post, `CANDIDATES_PER_READ` at first; the posts whose read
+    was full read on together, more at a time (posts that came before a family of copies)."""
     ids = {post.post_id for post in posts}
     start = (datetime.min.replace(tzinfo=UTC), "", "")
     cursors = {post.post_id: start for post in posts}
@@ -595,40 +591,8 @@ async def _later_similar_without_an_earlier_original(
                 cursors[post.post_id] = (last.origin_time, last.origin_id, last.post_id)
                 reading_on.append(post)
         todo = reading_on
+        chunk = CANDIDATES_PER_READ * READ_ON_FACTOR
     return list(found.values())
-
-
-async def _earliest_similar_before(
-    session: AsyncSession,
-    rule: NearDuplicateRule,
-    post: _Indexed,
-    chunk: int,
-    after: tuple[datetime, str],
-) -> str | None:
-    """The earliest post before `post` (by time, then id) sharing a band key with it and similar
-    to it, among the candidates after `after` (time, id): read in that order, `chunk` at a
-    time, and the first similar one ends the search."""
-    keys = sorted(rule.band_keys(post.signature))
-    while True:
-        rows = (
-            await session.execute(
-                _EARLIEST_AFTER,
-                {
-                    "keys": keys,
-                    "post_id": post.post_id,
-                    "time": post.time,
-                    "after_time": after[0],
-                    "after_id": after[1],
-                    "limit": chunk,
-                },
-            )
-        ).all()
-        first = rule.first_similar(post.signature, [row.signature for row in rows])
-        if first is not None:
-            return rows[first].post_id
-        if len(rows) < chunk:
-            return None
-        after = (rows[-1].time, rows[-1].post_id)
 
 
 async def _lock_band_keys(session: AsyncSession, keys: Iterable[int]) -> None:
