@@ -343,17 +343,12 @@ class TestABatchThatTimesOut:
         async def handler(session, events):
             sizes.append(len(events))
             if len(events) > 1:  # the whole batch: a statement past the timeout
-                await session.execute(text("SET LOCAL statement_timeout = '50ms'"))
-                await session.execute(text("SELECT pg_sleep(1)"))
+                await _past_the_statement_timeout(session)
             await real(session, events)
 
         batch = [post_created("c-slow") for _ in range(4)]
         assert (await system.post_events(batch)).status_code == 202
-        bus = system.runtime.context.bus
-        task = asyncio.create_task(bus.consume(scoring.GROUP, handler))
-        await until(lambda: _lag_is_zero(system, scoring.GROUP))
-        bus.stop()
-        await task
+        await _score_until_caught_up(system, handler)
 
         assert sizes == [4, 1, 1, 1, 1]
         assert await system.sql("SELECT 1 FROM dead_letters") == []
@@ -371,17 +366,12 @@ class TestABatchThatTimesOut:
         async def handler(session, events):
             if any(event.data.get("creator_id") == "c-stuck" for event in events):
                 tries.append(len(events))
-                await session.execute(text("SET LOCAL statement_timeout = '50ms'"))
-                await session.execute(text("SELECT pg_sleep(1)"))
+                await _past_the_statement_timeout(session)
             await real(session, events)
 
         batch = [post_created("c-ok"), post_created("c-stuck"), post_created("c-ok")]
         assert (await system.post_events(batch)).status_code == 202
-        bus = system.runtime.context.bus
-        task = asyncio.create_task(bus.consume(scoring.GROUP, handler))
-        await until(lambda: _lag_is_zero(system, scoring.GROUP))
-        bus.stop()
-        await task
+        await _score_until_caught_up(system, handler)
 
         attempts = system.runtime.settings.consumer_poison_attempts
         assert tries == [3] + [1] * attempts
@@ -392,6 +382,20 @@ class TestABatchThatTimesOut:
             "SELECT creator_id, posts FROM scoring_creator_months ORDER BY creator_id"
         )
         assert [(m["creator_id"], m["posts"]) for m in months] == [("c-ok", 2)]
+
+
+async def _past_the_statement_timeout(session) -> None:
+    await session.execute(text("SET LOCAL statement_timeout = '50ms'"))
+    await session.execute(text("SELECT pg_sleep(1)"))
+
+
+async def _score_until_caught_up(system, handler) -> None:
+    """Run the scoring group with `handler` until its lag is 0."""
+    bus = system.runtime.context.bus
+    task = asyncio.create_task(bus.consume(scoring.GROUP, handler))
+    await until(lambda: _lag_is_zero(system, scoring.GROUP))
+    bus.stop()
+    await task
 
 
 async def _lag_is_zero(system, group: str) -> bool:
