@@ -1011,6 +1011,10 @@ def print_rich(runs: list[BusRun]) -> None:
             console.print(f"[yellow]{r.bus}: {problem}[/]")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bus", choices=("embedded", "kafka", "both"), default="both")
@@ -1057,6 +1061,9 @@ def main() -> int:
     if args.limit_rows < 1 or args.events < args.batch_size:
         parser.error("--events must be at least one batch")
 
+    # A SIGTERM ends the run as Ctrl-C does, through the runs' `finally`: killed outright, the
+    # benchmark left its server (a process group of its own) running.
+    signal.signal(signal.SIGTERM, _interrupt)
     buses = ("embedded", "kafka") if args.bus == "both" else (args.bus,)
     runs = []
     chinese_lines()  # fail early on an unreadable seed file rather than in a child
@@ -1075,4 +1082,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted: the server, the broker and the loads are stopped", file=sys.stderr)
+        sys.exit(130)
