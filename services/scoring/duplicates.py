@@ -53,7 +53,7 @@ import copy
 import hashlib
 import operator
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cache, lru_cache
@@ -420,33 +420,62 @@ async def _earliest_similar_before_each(
     session: AsyncSession, rule: NearDuplicateRule, posts: list[_Indexed]
 ) -> dict[str, str]:
     """{post: the earliest post before it (by time, then id) sharing a band key with it and
-    similar to it}, for those that have one. The first candidates of every post in one
-    statement, in that order; the posts whose candidates were all dissimilar and filled the
-    read read on together, from a cursor per post, more at a time."""
-    todo = [p for p in posts if p.signature is not None and p.time is not None]
-    start = (datetime.min.replace(tzinfo=UTC), "")
-    cursors = {post.post_id: start for post in todo}
-    chunk = CANDIDATES_PER_READ
+    similar to it}, for those that have one: read in time order, and the first similar
+    candidate ends a post's search."""
     originals: dict[str, str] = {}
+
+    def first_original(post: _Indexed, rows: list) -> bool:
+        signed = [row for row in rows if row.signature is not None]
+        first = rule.first_similar(post.signature, [row.signature for row in signed])
+        if first is not None:
+            originals[post.post_id] = signed[first].post_id
+        return first is not None
+
+    await _read_in_rounds(
+        session,
+        rule,
+        posts,
+        _EARLIEST,
+        {"after_times": "time", "after_ids": "post_id"},
+        first_original,
+    )
+    return originals
+
+
+async def _read_in_rounds(
+    session: AsyncSession,
+    rule: NearDuplicateRule,
+    posts: list[_Indexed],
+    statement,
+    cursor: dict[str, str],
+    done: Callable[[_Indexed, list], bool],
+) -> None:
+    """Read the candidates of every post with `statement`, all posts in one statement per
+    round: `CANDIDATES_PER_READ` each at first, then `READ_ON_FACTOR` times as many. Each post
+    reads from a cursor (the parameters of `cursor`, from those columns of its last row read;
+    at first, before everything). `done(post, rows)` sees each read; a post it says is done,
+    or whose read was not full, reads no more."""
+    todo = [p for p in posts if p.signature is not None and p.time is not None]
+    at_first = {"after_times": datetime.min.replace(tzinfo=UTC)}
+    cursors = {post.post_id: {name: at_first.get(name, "") for name in cursor} for post in todo}
+    chunk = CANDIDATES_PER_READ
     while todo:
         lookup = _lookup(rule, todo)
-        lookup["after_times"] = [cursors[post.post_id][0] for post in todo]
-        lookup["after_ids"] = [cursors[post.post_id][1] for post in todo]
+        for name in cursor:
+            lookup[name] = [cursors[post.post_id][name] for post in todo]
         read: list[list] = [[] for _ in todo]
-        for row in await session.execute(_EARLIEST, {**lookup, "limit": chunk}):
+        for row in await session.execute(statement, {**lookup, "limit": chunk}):
             read[row.ord - 1].append(row)
         reading_on = []
         for post, rows in zip(todo, read, strict=True):
-            signed = [row for row in rows if row.signature is not None]
-            first = rule.first_similar(post.signature, [row.signature for row in signed])
-            if first is not None:
-                originals[post.post_id] = signed[first].post_id
-            elif len(rows) == chunk:
-                cursors[post.post_id] = (rows[-1].time, rows[-1].post_id)
+            if not done(post, rows) and len(rows) == chunk:
+                last = rows[-1]
+                cursors[post.post_id] = {
+                    name: getattr(last, column) for name, column in cursor.items()
+                }
                 reading_on.append(post)
         todo = reading_on
         chunk = CANDIDATES_PER_READ * READ_ON_FACTOR
-    return originals
 
 
 # The next `limit` candidates before each post after its cursor (time, id), in order. Each band
@@ -562,36 +591,22 @@ async def _later_similar_without_an_earlier_original(
 ) -> list[_Indexed]:
     """The posts after any of `posts`, not one of them, sharing a band key with it and similar
     to it, whose original is none or after it: it, or an earlier one, is their original now.
-    Read by origin from a cursor per post, `CANDIDATES_PER_READ` at first; the posts whose read
-    was full read on together, more at a time (posts that came before a family of copies)."""
+    Read by origin, all of them (posts that came before a family of copies read on)."""
     ids = {post.post_id for post in posts}
-    start = (datetime.min.replace(tzinfo=UTC), "", "")
-    cursors = {post.post_id: start for post in posts}
     found: dict[str, _Indexed] = {}
-    todo = [post for post in posts if post.signature is not None and post.time is not None]
-    chunk = CANDIDATES_PER_READ
-    while todo:
-        lookup = _lookup(rule, todo)
-        for n, name in enumerate(("after_times", "after_origins", "after_ids")):
-            lookup[name] = [cursors[post.post_id][n] for post in todo]
-        read: list[list] = [[] for _ in todo]
-        for row in await session.execute(_LATER, {**lookup, "limit": chunk}):
-            read[row.ord - 1].append(row)
-        reading_on = []
-        for post, rows in zip(todo, read, strict=True):
-            others = [
-                row
-                for row in rows
-                if row.post_id not in ids and row.post_id not in found and row.signature
-            ]
-            for i in rule.similar_ones(post.signature, [row.signature for row in others]):
-                found[others[i].post_id] = _indexed(others[i])
-            if len(rows) == chunk:
-                last = rows[-1]
-                cursors[post.post_id] = (last.origin_time, last.origin_id, last.post_id)
-                reading_on.append(post)
-        todo = reading_on
-        chunk = CANDIDATES_PER_READ * READ_ON_FACTOR
+
+    def collect(post: _Indexed, rows: list) -> bool:
+        others = [
+            row
+            for row in rows
+            if row.post_id not in ids and row.post_id not in found and row.signature
+        ]
+        for i in rule.similar_ones(post.signature, [row.signature for row in others]):
+            found[others[i].post_id] = _indexed(others[i])
+        return False
+
+    cursor = {"after_times": "origin_time", "after_origins": "origin_id", "after_ids": "post_id"}
+    await _read_in_rounds(session, rule, posts, _LATER, cursor, collect)
     return list(found.values())
 
 
