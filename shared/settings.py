@@ -234,7 +234,18 @@ class Settings(BaseSettings):
         default=50, ge=1, description="shorter texts (image captions) are not compared"
     )
     near_duplicate_shingle_size: int = Field(
-        default=2, ge=1, le=10, description="characters per shingle of near-duplicate detection"
+        default=2,
+        ge=1,
+        le=10,
+        description="characters per shingle of near-duplicate detection in Chinese (and other "
+        "ideographic or syllabic scripts)",
+    )
+    near_duplicate_alphabetic_shingle_size: int = Field(
+        default=4,
+        ge=1,
+        le=10,
+        description="characters per shingle of near-duplicate detection in runs of other letters "
+        "and digits (English)",
     )
     near_duplicate_permutations: int = Field(
         default=128, ge=16, le=1024, description="MinHash permutations of a post's signature"

@@ -10,8 +10,10 @@ The pure part turns a text into a signature:
    case folded, and only letters, digits and combining marks kept (no white space,
    punctuation, symbols, emoji or invisible format characters): `，`→`,` or `。`→`.` or a
    line break changes nothing.
-3. **Character shingles** (`near_duplicate_shingle_size` consecutive characters): Chinese has no
-   spaces, so words cannot be the unit.
+3. **Character shingles by script**: `near_duplicate_shingle_size` (2) consecutive characters
+   in runs of Han, kana, Hangul or Bopomofo (Chinese has no spaces, so words cannot be the
+   unit), `near_duplicate_alphabetic_shingle_size` (4) in runs of other letters and digits
+   (with two, any two long English texts share most letter pairs).
 4. A **MinHash** of the shingle set (datasketch, `near_duplicate_permutations` permutations,
    scheme affine32, seed 1); two signatures estimate the Jaccard similarity of the two shingle
    sets. Similar = estimate ≥ `near_duplicate_threshold`.
@@ -59,6 +61,7 @@ from datetime import UTC, datetime
 from functools import cache, lru_cache
 
 import numpy as np
+import regex
 from datasketch import LeanMinHash, MinHash
 from datasketch.hashfunc import sha1_hash32
 from datasketch.lsh import _optimal_param
@@ -78,6 +81,9 @@ _BYTE_ORDER = "<"
 _HEADER_BYTES = 13
 _VALUES = "<u4"  # affine32's values
 _KEPT_CATEGORIES = frozenset("LNM")  # letters, numbers, marks
+# A normalised text cut into runs of ideographic or syllabic scripts and runs of the rest.
+_IDEOGRAPHIC = r"\p{scx=Han}\p{scx=Hiragana}\p{scx=Katakana}\p{scx=Hangul}\p{scx=Bopomofo}"
+_SCRIPT_RUNS = regex.compile(rf"(?P<ideographic>[{_IDEOGRAPHIC}]+)|[^{_IDEOGRAPHIC}]+")
 
 
 # --- the pure part ------------------------------------------------------------------------
@@ -99,6 +105,17 @@ def shingles(normalised: str, size: int) -> set[str]:
     if len(normalised) <= size:
         return {normalised} if normalised else set()
     return {normalised[i : i + size] for i in range(len(normalised) - size + 1)}
+
+
+def script_shingles(normalised: str, ideographic_size: int, alphabetic_size: int) -> set[str]:
+    """The shingles of each run of one kind of script: `ideographic_size` characters in runs of
+    Han, kana, Hangul or Bopomofo (a character is close to a word, there are no spaces: a pair is
+    often a word), `alphabetic_size` in runs of any other letters and digits (two letters recur
+    in any two English texts; five rarely cross more than a word boundary)."""
+    grams: set[str] = set()
+    for run in _SCRIPT_RUNS.finditer(normalised):
+        grams |= shingles(run[0], ideographic_size if run["ideographic"] else alphabetic_size)
+    return grams
 
 
 @cache
@@ -133,7 +150,8 @@ class NearDuplicateRule:
     """The parameters of near-duplicate detection, from the settings (or chosen by a test)."""
 
     min_chars: int = 50
-    shingle_size: int = 2
+    shingle_size: int = 2  # ideographic runs (Chinese)
+    alphabetic_shingle_size: int = 4  # runs of other letters and digits (English)
     permutations: int = 128
     threshold: float = 0.7
     recall_weight: float = 0.9
@@ -143,6 +161,7 @@ class NearDuplicateRule:
         return cls(
             min_chars=settings.near_duplicate_min_chars,
             shingle_size=settings.near_duplicate_shingle_size,
+            alphabetic_shingle_size=settings.near_duplicate_alphabetic_shingle_size,
             permutations=settings.near_duplicate_permutations,
             threshold=settings.near_duplicate_threshold,
             recall_weight=settings.near_duplicate_recall_weight,
@@ -156,7 +175,7 @@ class NearDuplicateRule:
         """The MinHash of a comparable text; None when the text is not compared."""
         if not is_long_enough(text, self.min_chars):
             return None
-        grams = shingles(normalise(text), self.shingle_size)
+        grams = script_shingles(normalise(text), self.shingle_size, self.alphabetic_shingle_size)
         if not grams:
             return None
         minhash = copy.copy(_empty_minhash(self.permutations))  # shares the permutations
@@ -169,7 +188,8 @@ class NearDuplicateRule:
         of them never makes old and new signatures candidates of each other by accident."""
         b, r = self.bands
         values = np.asarray(signature.hashvalues, dtype="<u4").tobytes()
-        tag = f"near-duplicate:{self.shingle_size}:{self.permutations}:{b}:{r}:".encode()
+        sizes = f"{self.shingle_size}/{self.alphabetic_shingle_size}"
+        tag = f"near-duplicate:{sizes}:{self.permutations}:{b}:{r}:".encode()
         width = 4 * r  # bytes of a band's r values
         return [
             int.from_bytes(

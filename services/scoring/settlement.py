@@ -67,6 +67,7 @@ def rule_settings(settings: Settings) -> dict:
         "near_duplicate_threshold",
         "near_duplicate_min_chars",
         "near_duplicate_shingle_size",
+        "near_duplicate_alphabetic_shingle_size",
         "near_duplicate_permutations",
         "near_duplicate_recall_weight",
         "interaction_weight_like",

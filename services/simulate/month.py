@@ -318,8 +318,8 @@ class _MonthBuilder:
             post.image_count = rng.randint(1, 3)
 
     def _english_pair(self) -> str:
-        """Two English sentences no other post has together: with character 2-gram shingles,
-        English posts sharing both sentences (or one of one) would be near-duplicates."""
+        """Two English sentences no other post has together: English posts sharing both
+        sentences (or one of one) would be near-duplicates."""
         if not self.english_pairs:
             sentences = self.material.english_sentences
             self.english_pairs = list(itertools.combinations(range(len(sentences)), 2))
