@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from services import supervisor
 from services.runtime import ALL, CONSUMER_GROUPS, CONSUMERS, Runtime
 from services.scoring import featured, months
+from services.scoring import reindex as reindexing
 from shared import db
 from shared.auth import Scope, create_key, list_keys, revoke_keys
 from shared.bus import dead_letters
@@ -255,18 +256,42 @@ def rescore(
     if month is not None and not MONTH.match(month):
         raise typer.BadParameter(f"{month!r}: a month is YYYY-MM")
 
-    async def rebuild(sessionmaker):
-        async with sessionmaker() as session, session.begin():
-            pairs = await months.provisional_creator_months(session, month)
-            await months.recompute(session, settings, pairs)
-            # the featured scores of every week (frozen lists are kept apart, never touched)
-            posts = await featured.rebuild(session, settings) if month is None else 0
-            return len(pairs), posts
-
-    count, posts = asyncio.run(_with_sessionmaker(settings, rebuild))
+    count, posts = asyncio.run(
+        _with_sessionmaker(settings, lambda sessionmaker: _rebuild(sessionmaker, settings, month))
+    )
     typer.echo(f"{count} creator-months rebuilt from the facts")
     if month is None:
         typer.echo(f"{posts} posts' featured scores rebuilt")
+
+
+async def _rebuild(sessionmaker, settings: Settings, month: str | None) -> tuple[int, int]:
+    """(creator-months rebuilt, posts' featured scores rebuilt): the provisional months (of
+    `month`, or all) and, for all, every week's featured scores; frozen and settled ones are
+    kept apart, never touched."""
+    async with sessionmaker() as session, session.begin():
+        pairs = await months.provisional_creator_months(session, month)
+        await months.recompute(session, settings, pairs)
+        posts = await featured.rebuild(session, settings) if month is None else 0
+        return len(pairs), posts
+
+
+@app.command()
+def reindex() -> None:
+    """Re-index every post for near-duplicates from its latest text in the log, then rebuild the
+    provisional months and featured scores (after a change of the near-duplicate settings).
+
+    Safe while consumers run, and to run again; settled months and frozen weeks never change."""
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def work(sessionmaker):
+        indexed = await reindexing.reindex(sessionmaker, settings)
+        return indexed, await _rebuild(sessionmaker, settings, None)
+
+    (posts, changed), (count, featured_posts) = asyncio.run(_with_sessionmaker(settings, work))
+    typer.echo(f"{posts} posts re-indexed, {changed} of them changed their original")
+    typer.echo(f"{count} creator-months rebuilt from the facts")
+    typer.echo(f"{featured_posts} posts' featured scores rebuilt")
 
 
 @app.command()
