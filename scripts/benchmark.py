@@ -151,6 +151,8 @@ class Processes:
         for role, pid in self.roots.items():
             if psutil.pid_exists(pid):
                 found[role] = _tree_cpu(pid, children=role != "benchmark")
+                if role == "server":
+                    found.update(_named_processes_cpu(pid))
         return found
 
 
@@ -191,6 +193,23 @@ def _tree_cpu(pid: int, children: bool = True) -> float:
         return total
     except psutil.Error:
         return float("nan")
+
+
+def _named_processes_cpu(pid: int) -> dict[str, float]:
+    """The server's processes by name (ca-web-0, ca-scoring, ...): which of them had the cores
+    (the server's total above counts them all)."""
+    found: dict[str, float] = {}
+    try:
+        processes = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return found
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            name = process.name()
+            if name.startswith("ca-"):
+                t = process.cpu_times()
+                found[f"of which {name}"] = t.user + t.system
+    return found
 
 
 def cores(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
