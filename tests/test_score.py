@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from services.scoring.score import (
     Components,
     CreatorStats,
+    QualityHeuristic,
     Rules,
     month_payouts,
     post_quality,
@@ -487,5 +488,6 @@ def test_the_quality_heuristic_comes_from_the_settings():
         quality_engagement_weight=Decimal("0"),
         quality_length_full_at=100,
     )
-    assert months.post_quality(post, 0, default) == Decimal("0.110000")  # 0.08 + 0.03
-    assert months.post_quality(post, 0, longer_texts_only) == Decimal("1.000000")
+    heuristic = QualityHeuristic.from_settings
+    assert months.post_quality(post, 0, heuristic(default)) == Decimal("0.110000")  # 0.08 + 0.03
+    assert months.post_quality(post, 0, heuristic(longer_texts_only)) == Decimal("1.000000")

@@ -153,9 +153,10 @@ async def refresh(session: AsyncSession, settings: Settings, post_ids: Iterable[
         )
     }
     rows = []
+    heuristic = score.QualityHeuristic.from_settings(settings)
     for post in sorted(posts, key=lambda p: p.post_id):
         distinct, weighted = engagement.get(post.post_id, (0, 0))
-        quality = months.post_quality(post, distinct, settings)
+        quality = months.post_quality(post, distinct, heuristic)
         rows.append(
             {
                 "post_id": post.post_id,

@@ -97,15 +97,16 @@ async def received_interactions(
     return int(total)
 
 
-def post_quality(post: Post, distinct_actors: int, settings: Settings) -> Decimal:
-    """A post's content quality: the moderation score, else the heuristic of the settings."""
+def post_quality(post: Post, distinct_actors: int, heuristic: score.QualityHeuristic) -> Decimal:
+    """A post's content quality: the moderation score, else the heuristic of the settings
+    (`score.QualityHeuristic.from_settings`)."""
     return score.post_quality(
         characters=post.characters,
         image_count=post.image_count,
         paragraphs=post.paragraphs,
         distinct_actors=distinct_actors,
         moderation_score=post.quality_score,
-        heuristic=score.QualityHeuristic.from_settings(settings),
+        heuristic=heuristic,
     )
 
 
@@ -233,9 +234,10 @@ async def _recompute_many(
         received[(creator_id, month)] = int(total)
 
     values = []
+    heuristic = score.QualityHeuristic.from_settings(settings)
     for creator_id, month in pairs:
         found = quality_posts[(creator_id, month)]
-        qualities = [post_quality(row, row.distinct_actors or 0, settings) for row in found]
+        qualities = [post_quality(row, row.distinct_actors or 0, heuristic) for row in found]
         quality = (sum(qualities, Decimal(0)) / len(qualities)) if qualities else Decimal(0)
         values.append(
             {

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from fractions import Fraction
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -105,7 +106,23 @@ def post_quality(
             if not ZERO <= moderation_score <= ONE:
                 raise ValueError(f"moderation_score must be in [0, 1], got {moderation_score}")
             return moderation_score.quantize(SIX_PLACES)
-        h = heuristic
+    h = heuristic
+    return _heuristic_quality(
+        h,
+        min(characters, h.length_full_at),
+        min(image_count, h.images_full_at),
+        min(paragraphs, h.structure_full_at),
+        min(distinct_actors, h.engagement_full_at),
+    )
+
+
+@lru_cache(maxsize=1 << 16)
+def _heuristic_quality(
+    h: QualityHeuristic, characters: int, image_count: int, paragraphs: int, distinct_actors: int
+) -> Decimal:
+    """The heuristic of values already capped at their saturation: few distinct arguments, so
+    each is computed once (a month is rebuilt with every qualifying post's quality)."""
+    with localcontext(CONTEXT):
         quality = (
             _saturating(h.length_weight, characters, h.length_full_at)
             + _saturating(h.images_weight, image_count, h.images_full_at)
