@@ -2,7 +2,8 @@
 shared with other work depresses far less than a rate (docs/benchmarks.md, docs/scaling.md).
 
 A fresh embedded PostgreSQL; N realistic events (scripts/bench_events.py) appended to the log
-as ingest stores them; then each group's handler applies them in batches of 500 through the
+as ingest stores them; then each group's handler applies them in batches of its size (the
+settings' `batch_size(group)`, from the environment like the server's) through the
 same batch processor as the buses, in this process. Reported per group: wall time, this
 process's CPU seconds and PostgreSQL's, and events per CPU-second of each (what one core of
 each would sustain).
@@ -73,7 +74,7 @@ async def measure(url: str, pg_pid: int, events: int, creators: int) -> list[str
         while True:
             async with sessionmaker() as session:
                 todo = await event_log.read_after(
-                    session, after, settings.consumer_batch_size, up_to=end
+                    session, after, settings.batch_size(group), up_to=end
                 )
             if not todo:
                 break
@@ -109,7 +110,9 @@ def main() -> None:
     finally:
         server.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{args.events:,} events of {args.creators:,} creators, batches of 500\n")
+    sizes = Settings(_env_file=None)
+    batch = ", ".join(f"{group} {sizes.batch_size(group)}" for group in CONSUMERS)
+    print(f"{args.events:,} events of {args.creators:,} creators, batches of at most: {batch}\n")
     print(
         "| group | events | wall (s) | Python CPU (s) | PostgreSQL CPU (s)"
         " | events per Python CPU-second | events per PostgreSQL CPU-second |"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EVENTS_TOPIC = "creator-activity.events"
@@ -136,6 +136,12 @@ class Settings(BaseSettings):
 
     # --- consumers --------------------------------------------------------------------------
     consumer_batch_size: int = Field(default=500, ge=1, description="events per batch, at most")
+    consumer_batch_sizes: dict[str, PositiveInt] = Field(
+        default={"scoring": 2000},
+        description="events per batch, at most, of these groups (JSON): a scoring batch rebuilds "
+        "every creator-month it touched, whose cost grows with a busy creator's month, not with "
+        "the batch; larger batches share it among more events (docs/benchmarks.md, profile 10)",
+    )
     consumer_batch_wait_ms: int = Field(default=200, ge=1, description="wait for a batch, at most")
     consumer_poll_interval_ms: int = Field(default=100, ge=1, description="embedded log polling")
     consumer_retry_initial_ms: int = Field(default=100, ge=1)
@@ -331,6 +337,10 @@ class Settings(BaseSettings):
     @property
     def voucher_cap(self) -> int:
         return int(self.new_creator_pool / self.voucher_amount)
+
+    def batch_size(self, group: str) -> int:
+        """Events per batch of consumer group `group`, at most."""
+        return self.consumer_batch_sizes.get(group, self.consumer_batch_size)
 
 
 def check_weights(*weights: Decimal) -> None:

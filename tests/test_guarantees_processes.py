@@ -74,8 +74,12 @@ async def test_sigterm_with_batches_and_requests_in_flight_loses_and_doubles_not
     bus, database_url, request
 ):
     bootstrap = request.getfixturevalue("kafka_bootstrap") if bus == "kafka" else None
-    settings = make_settings(bus, bootstrap, consumer_batch_size=25)
-    env = _serve_env(database_url=database_url.replace("+asyncpg", ""), consumer_batch_size=25)
+    settings = make_settings(bus, bootstrap, consumer_batch_size=25, consumer_batch_sizes={})
+    env = _serve_env(
+        database_url=database_url.replace("+asyncpg", ""),
+        consumer_batch_size=25,
+        consumer_batch_sizes="{}",
+    )
     if bootstrap:
         env.update(
             _serve_env(

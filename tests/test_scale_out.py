@@ -10,6 +10,7 @@ badges and rewards must be identical."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -150,6 +151,7 @@ async def start_process(system: System, command: str) -> asyncio.subprocess.Proc
         "CREATOR_ACTIVITY_KAFKA_SESSION_TIMEOUT_MS": "3000",
         "CREATOR_ACTIVITY_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
         "CREATOR_ACTIVITY_CONSUMER_BATCH_SIZE": str(settings.consumer_batch_size),
+        "CREATOR_ACTIVITY_CONSUMER_BATCH_SIZES": json.dumps(settings.consumer_batch_sizes),
         "CREATOR_ACTIVITY_CONSUMER_FLOOR_INTERVAL_MS": "200",
         "CREATOR_ACTIVITY_LOG_LEVEL": "WARNING",
     }
@@ -202,7 +204,8 @@ async def projections(system: System) -> dict[str, list[tuple]]:
 async def test_three_processes_per_group_give_the_projections_of_one(
     database_url, postgres_uri, kafka_bootstrap
 ):
-    overrides = dict(kafka_partitions=6, consumer_batch_size=40)
+    # small batches for every group: many batches, interleaved across the processes
+    overrides = dict(kafka_partitions=6, consumer_batch_size=40, consumer_batch_sizes={})
 
     # One process: the groups in the test's own process.
     settings = make_settings("kafka", kafka_bootstrap, **overrides)

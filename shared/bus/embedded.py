@@ -51,7 +51,7 @@ class EmbeddedBus:
                     events = await event_log.read_after(
                         session,
                         positions.floor_of(group),
-                        self.settings.consumer_batch_size,
+                        self.settings.batch_size(group),
                         up_to=up_to,
                     )
             except Exception as exc:  # the database is away: wait and try again

@@ -362,7 +362,7 @@ class KafkaBus:
             group_id=self.group_id(group),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_records=self.settings.consumer_batch_size,
+            max_poll_records=self.settings.batch_size(group),
             session_timeout_ms=self.settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=self.settings.kafka_heartbeat_interval_ms,
         )
@@ -374,7 +374,7 @@ class KafkaBus:
             while not self.stopping.is_set():
                 records = await consumer.getmany(
                     timeout_ms=self.settings.consumer_batch_wait_ms,
-                    max_records=self.settings.consumer_batch_size,
+                    max_records=self.settings.batch_size(group),
                 )
                 if not records:
                     continue

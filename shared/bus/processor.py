@@ -177,7 +177,7 @@ class BatchProcessor:
         while not self.stopping.is_set():
             async with self.sessionmaker() as session:
                 events = await positions.unapplied(
-                    session, self.group, self.settings.consumer_batch_size, up_to=up_to
+                    session, self.group, self.settings.batch_size(self.group), up_to=up_to
                 )
             if not events or not await self.apply(events, self.take_any_order):
                 break
