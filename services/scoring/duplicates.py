@@ -111,7 +111,7 @@ def script_shingles(normalised: str, ideographic_size: int, alphabetic_size: int
     """The shingles of each run of one kind of script: `ideographic_size` characters in runs of
     Han, kana, Hangul or Bopomofo (a character is close to a word, there are no spaces: a pair is
     often a word), `alphabetic_size` in runs of any other letters and digits (two letters recur
-    in any two English texts; five rarely cross more than a word boundary)."""
+    in any two English texts, four rarely do by chance: docs/rules.md)."""
     grams: set[str] = set()
     for run in _SCRIPT_RUNS.finditer(normalised):
         grams |= shingles(run[0], ideographic_size if run["ideographic"] else alphabetic_size)
