@@ -137,10 +137,12 @@ class Settings(BaseSettings):
     # --- consumers --------------------------------------------------------------------------
     consumer_batch_size: int = Field(default=500, ge=1, description="events per batch, at most")
     consumer_batch_sizes: dict[str, PositiveInt] = Field(
-        default={"scoring": 2000},
-        description="events per batch, at most, of these groups (JSON): a scoring batch rebuilds "
-        "every creator-month it touched, whose cost grows with a busy creator's month, not with "
-        "the batch; larger batches share it among more events (docs/benchmarks.md, profile 10)",
+        default={},
+        description="events per batch, at most, of these groups (JSON, e.g. {\"scoring\": 2000}):"
+        " a scoring batch rebuilds every creator-month it touched, whose cost grows with a busy"
+        " creator's month, not with the batch, so larger batches share it among more events; but"
+        " a flood of one text within one batch costs the square of its size (docs/benchmarks.md,"
+        " profile 10)",
     )
     consumer_batch_wait_ms: int = Field(default=200, ge=1, description="wait for a batch, at most")
     consumer_poll_interval_ms: int = Field(default=100, ge=1, description="embedded log polling")
