@@ -138,7 +138,7 @@ class Settings(BaseSettings):
     consumer_batch_size: int = Field(default=500, ge=1, description="events per batch, at most")
     consumer_batch_sizes: dict[str, PositiveInt] = Field(
         default={},
-        description="events per batch, at most, of these groups (JSON, e.g. {\"scoring\": 2000}):"
+        description='events per batch, at most, of these groups (JSON, e.g. {"scoring": 2000}):'
         " a scoring batch rebuilds every creator-month it touched, whose cost grows with a busy"
         " creator's month, not with the batch, so larger batches share it among more events; but"
         " a flood of one text within one batch costs the square of its size (docs/benchmarks.md,"
