@@ -32,13 +32,14 @@ async def reindex(
     """(posts re-indexed, posts whose `duplicate_of` changed). Each batch commits on its own: a
     run stopped halfway leaves every post indexed by the old rule or the new, and can be run
     again."""
-    posts = changed = 0
+    posts = 0
+    changed: set[str] = set()  # a post may change in one batch and again in a later one
     # A connection of its own reads the texts (a server-side cursor), others write.
     async with sessionmaker() as reader:
         result = await reader.stream(_LATEST_TEXTS)
         async for rows in result.partitions(batch):
             async with sessionmaker() as session, session.begin():
                 texts = [(row.post_id, row.text) for row in rows]
-                changed += len(await duplicates.index_posts(session, settings, texts))
+                changed |= await duplicates.index_posts(session, settings, texts)
             posts += len(rows)
-    return posts, changed
+    return posts, len(changed)
