@@ -1,22 +1,29 @@
 """Scoring's derived state depends on the events, not on their arrival order: every permutation
 of the same events (deletion before creation, copy before original, an edit before its post,
-an unlike before the like) gives the same creator-months and the same near-duplicate verdicts.
+an unlike before the like) gives the same creator-months, actor-days and near-duplicate
+verdicts; and what the batches kept up to date one by one equals a rebuild from all the facts.
 
 Each permutation is applied in its own namespace of one database (ids prefixed, texts moved to
 another block of CJK characters, so no two namespaces resemble each other)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.scoring import consumer as scoring
+from services.scoring import months
+from shared import db
 from shared.events import BusEvent
+from shared.migrate import upgrade
+from tests.conftest import make_settings
 from tests.test_bus_delivery import eventually  # noqa: F401  (a shared helper module)
 
 BASE = datetime(2026, 10, 12, 10, 0, tzinfo=UTC)
@@ -77,6 +84,15 @@ EVENTS = [
         "interaction.created", 124, creator_id="c-1", post_id="p3", actor_id="a3", kind="share"
     ),  # on a deleted post
     _event("interaction.created", 125, creator_id="c-1", post_id="p8", actor_id="a4", kind="share"),
+    _event("interaction.created", 130, creator_id="c-1", post_id="p8", actor_id="a7", kind="like"),
+    _event("interaction.deleted", 140, creator_id="c-1", post_id="p8", actor_id="a7", kind="like"),
+    _event(
+        "interaction.created", 1500, creator_id="c-1", post_id="p8", actor_id="a7", kind="like"
+    ),  # liked again the next day: counts on that day
+    _event("interaction.created", 125, creator_id="c-1", post_id="p1", actor_id="a8", kind="like"),
+    _event(
+        "interaction.created", 43200, creator_id="c-1", post_id="p1", actor_id="a8", kind="like"
+    ),  # the same like again a month later: it moves to November
     *[
         _event("interaction.created", 126, creator_id="c-3", post_id="p6", actor_id="a5", kind=kind)
         for kind in ("like", "comment", "share", "quote")
@@ -137,6 +153,11 @@ async def derived(system, number: int) -> tuple:
         "FROM scoring_creator_months WHERE creator_id LIKE $1 ORDER BY creator_id, month",
         prefix + "%",
     )
+    actor_days = await system.sql(
+        "SELECT creator_id, month, actor_id, day, likes, comments, shares, quotes"
+        " FROM scoring_actor_days WHERE creator_id LIKE $1 ORDER BY 1, 2, 3, 4",
+        prefix + "%",
+    )
     posts = await system.sql(
         "SELECT post_id, duplicate_of FROM scoring_posts WHERE post_id LIKE $1 ORDER BY post_id",
         prefix + "%",
@@ -145,6 +166,7 @@ async def derived(system, number: int) -> tuple:
     return (
         [tuple(strip(v) for v in row) for row in months],
         [tuple(strip(v) for v in row) for row in posts],
+        [tuple(strip(v) for v in row) for row in actor_days],
     )
 
 
@@ -164,14 +186,29 @@ async def test_every_arrival_order_gives_the_same_state(system):
         for event in namespaced(number, order):  # one event per batch, as late events come
             async with sessionmaker() as session, session.begin():
                 await handler(session, [event])
-        return await derived(system, number)
+        batch_by_batch = await derived(system, number)
+        # what the batches kept up to date equals a rebuild from all the facts (a rescore)
+        async with sessionmaker() as session, session.begin():
+            pairs = {(c, m) for c, m, *_ in batch_by_batch[0]}
+            await months.recompute(
+                session, system.runtime.settings, {(f"n{number}-{c}", m) for c, m in pairs}
+            )
+        assert await derived(system, number) == batch_by_batch, order
+        return batch_by_batch
 
     canonical = await apply(list(range(len(EVENTS))))
-    months, posts = canonical
-    by_creator = {row[0]: row for row in months}
+    creator_months, posts, actor_days = canonical
+    by_month = {(row[0], row[1]): row for row in creator_months}
     # p3 deleted, p4 a repost, p2 cut short by its later edit: p1 and p8 qualify, on two days;
-    # a1 likes p1 once (1), a4 shares p8 (3); the share on deleted p3 and the removed comment: 0
-    assert by_creator["c-1"][2:6] == (4, 2, 2, 4)
+    # a1 likes p1 once (1), a4 shares p8 (3), a7 likes p8 again the next day (1); the share on
+    # deleted p3, the removed comment and a8's like, moved to November by its repetition: 0
+    assert by_month[("c-1", "2026-10")][2:6] == (4, 2, 2, 5)
+    assert by_month[("c-1", "2026-11")][2:6] == (0, 0, 0, 1)
+    assert [row[2:] for row in actor_days if row[0] == "c-1" and row[2] in ("a7", "a8")] == [
+        ("a7", "2026-10-13", 1, 0, 0, 0),
+        ("a8", "2026-11-11", 1, 0, 0, 0),
+    ]
+    by_creator = {row[0]: row for row in creator_months if row[1] == "2026-10"}
     assert by_creator["c-2"][3] == 0 and by_creator["c-2"][5] == 10  # copies; clamped 11 → 10
     assert by_creator["c-3"][3:6] == (1, 1, 9)  # p6 reinstated by the later verdict
     assert dict(posts)["p5"] == "p1" and dict(posts)["p7"] == "p6"
@@ -184,3 +221,53 @@ async def test_every_arrival_order_gives_the_same_state(system):
     orders()
     for order in results:
         assert await apply(order) == canonical, order
+
+
+async def test_migration_0014_fills_the_actor_days_a_rebuild_would(empty_database):
+    """A database with interactions from before the actor-days gets them from the migration,
+    by the counting rule: equal to what `rescore` rebuilds from the facts."""
+    await asyncio.to_thread(upgrade, empty_database, "0013")
+    connection = await asyncpg.connect(empty_database.replace("+asyncpg", ""))
+    try:
+        posts = [("p1", False, None), ("p2", True, None), ("p3", False, "removed")]
+        await connection.executemany(
+            "INSERT INTO scoring_posts (post_id, creator_id, month, day, kind, characters,"
+            " image_count, paragraphs, deleted, verdict, seq)"
+            " VALUES ($1, 'c', '2026-10', '2026-10-12', 'original', 80, 0, 1, $2, $3, 1)",
+            posts,
+        )
+        interactions = [  # actor, post, kind, day, deleted
+            ("a1", "p1", "like", "2026-10-12", False),
+            ("a1", "p1", "share", "2026-10-12", False),
+            ("a1", "p1", "quote", "2026-10-13", False),
+            ("a2", "p1", "comment", "2026-10-12", True),  # deleted
+            ("c", "p1", "share", "2026-10-12", False),  # the creator's own
+            ("a3", "p2", "like", "2026-10-12", False),  # on a deleted post
+            ("a3", "p3", "like", "2026-10-12", False),  # on a removed post
+            ("a4", "p9", "comment", "2026-10-14", False),  # on a post not known yet
+        ]
+        await connection.executemany(
+            "INSERT INTO scoring_interactions (actor_id, post_id, kind, creator_id, time, month,"
+            " day, deleted, state_time) VALUES ($1, $2, $3, 'c', now(), '2026-10', $4, $5, now())",
+            interactions,
+        )
+        await asyncio.to_thread(upgrade, empty_database, "head")
+        query = "SELECT actor_id, day, likes, comments, shares, quotes FROM scoring_actor_days"
+        migrated = sorted(tuple(r) for r in await connection.fetch(query))
+        assert migrated == [
+            ("a1", "2026-10-12", 1, 0, 1, 0),
+            ("a1", "2026-10-13", 0, 0, 0, 1),
+            ("a4", "2026-10-14", 0, 1, 0, 0),
+        ]
+        settings = make_settings("embedded", None)
+        engine = db.create_engine(empty_database, settings)
+        try:
+            async with db.create_sessionmaker(engine)() as session, session.begin():
+                await months.recompute(session, settings, {("c", "2026-10")})
+        finally:
+            await engine.dispose()
+        assert sorted(tuple(r) for r in await connection.fetch(query)) == migrated
+        received = "SELECT interactions FROM scoring_creator_months WHERE creator_id = 'c'"
+        assert await connection.fetchval(received) == 1 + 3 + 3 + 2
+    finally:
+        await connection.close()

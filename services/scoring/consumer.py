@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scoring import duplicates, facts, featured, months, recommendations, standings
 from shared.events import BusEvent
-from shared.program_time import month_of
 from shared.settings import Settings
 
 GROUP = "scoring"
@@ -28,8 +27,6 @@ LATE_EVENTS = Counter(
 
 
 def make_handler(settings: Settings):
-    zone = settings.timezone
-
     async def handle(session: AsyncSession, events: Sequence[BusEvent]) -> None:
         by_type: dict[str, list[BusEvent]] = defaultdict(list)
         for event in events:
@@ -49,8 +46,7 @@ def make_handler(settings: Settings):
         await facts.posts_moderated(session, by_type["post.moderated"])
         interactions = by_type["interaction.created"] + by_type["interaction.deleted"]
         interactions.sort(key=lambda e: e.seq)
-        touched |= await facts.interactions(session, settings, interactions)
-        touched |= {(e.creator_id, month_of(e.time, zone)) for e in interactions}
+        actor_days = await facts.interactions(session, settings, interactions)
         followers_moved = bool(by_type["creator.followers_changed"])
         await facts.followers_changed(session, by_type["creator.followers_changed"])
         # Then the near-duplicate index: each post created or edited, once, with the text of its
@@ -68,9 +64,15 @@ def make_handler(settings: Settings):
         changed_posts |= await duplicates.index_posts(session, settings, list(texts.items()))
         changed_posts |= set(texts)
         removed = by_type["post.deleted"] + by_type["post.moderated"]
-        touched |= await facts.months_of_posts(session, {e.data["post_id"] for e in removed})
-        touched |= await facts.creator_months_of_posts(session, changed_posts)
-        late = await months.recompute(session, settings, touched, touch=False)
+        posts_months, on_posts = await facts.actor_days_of_posts(
+            session, {e.data["post_id"] for e in removed}
+        )
+        touched |= posts_months | await facts.creator_months_of_posts(session, changed_posts)
+        actor_days |= on_posts
+        touched |= {(c, m) for c, m, _, _ in actor_days}
+        late = await months.recompute(
+            session, settings, touched, changed_actor_days=actor_days, touch=False
+        )
         await featured.refresh(session, settings, changed_posts | featured.touched_posts(events))
         await recommendations.refresh_days(session, settings, touched)
         if touched or followers_moved:

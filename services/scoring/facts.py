@@ -21,6 +21,10 @@ from shared.characters import count_characters
 from shared.events import BusEvent
 from shared.settings import Settings
 
+# An actor-day: (creator, month, actor, day), the unit the per-actor daily cap clamps
+# (`months.capped_weight`).
+ActorDayKey = tuple[str, str, str, str]
+
 
 def paragraphs(text: str) -> int:
     return sum(1 for block in text.split("\n") if block.strip())
@@ -244,9 +248,10 @@ async def posts_moderated(session: AsyncSession, events: Sequence[BusEvent]) -> 
 
 async def interactions(
     session: AsyncSession, settings: Settings, events: Sequence[BusEvent]
-) -> set[tuple[str, str]]:
+) -> set[ActorDayKey]:
     """Each (actor, post, kind) created or deleted, the latest by event time winning; the
-    (creator, month) of every interaction it changed, after the change.
+    actor-day (creator, month, actor, day) of every interaction it changed, before and after the
+    change (a newer creation moves an interaction to its own day, perhaps another month).
 
     A creation sets the interaction's time (and so its day and month); a deletion only its
     state."""
@@ -267,20 +272,17 @@ async def interactions(
                 "state_time": event.time,
             }
         )
-    touched: set[tuple[str, str]] = set()
+    changed: set[ActorDayKey] = set()
     if not rows:
-        return touched
+        return changed
     if "interactions" not in _STATEMENTS:
         _STATEMENTS["interactions"] = _upsert_interactions()
+        _STATEMENTS["interactions.before"] = _actor_days_of_interactions()
     for batch in _rounds(rows, _interaction_key):
-        month_of = {
-            (actor, post, kind): month
-            for actor, post, kind, month in await session.execute(
-                _STATEMENTS["interactions"], arrays(batch, INTERACTION_COLUMNS)
-            )
-        }
-        touched |= {(row["creator_id"], month_of[_interaction_key(row)]) for row in batch}
-    return touched
+        values = arrays(batch, INTERACTION_COLUMNS)
+        for statement in ("interactions.before", "interactions"):
+            changed |= {tuple(row) for row in await session.execute(_STATEMENTS[statement], values)}
+    return changed
 
 
 INTERACTION_COLUMNS = (
@@ -310,42 +312,47 @@ def _upsert_interactions() -> Any:
             "month": case((created_and_newer, excluded.month), else_=Interaction.month),
             "day": case((created_and_newer, excluded.day), else_=Interaction.day),
         },
-    ).returning(Interaction.actor_id, Interaction.post_id, Interaction.kind, Interaction.month)
+    ).returning(*ACTOR_DAY)
+
+
+# An interaction's actor-day: months.ActorDayKey's columns.
+ACTOR_DAY = (Interaction.creator_id, Interaction.month, Interaction.actor_id, Interaction.day)
+
+
+def _actor_days_of_interactions() -> Any:
+    """The actor-days of the interactions (keys as `INTERACTION_COLUMNS` arrays) as they are."""
+    names = ("actor_id", "post_id", "kind")
+    columns = Interaction.__table__.c
+    keys = select(
+        *(
+            func.unnest(bindparam(f"{name}_values", type_=ARRAY(columns[name].type))).label(name)
+            for name in names
+        )
+    ).subquery()
+    return select(*ACTOR_DAY).join(
+        keys, and_(*(getattr(Interaction, name) == keys.c[name] for name in names))
+    )
 
 
 def _interaction_key(row: dict) -> tuple:
     return (row["actor_id"], row["post_id"], row["kind"])
 
 
-async def months_of_posts(session: AsyncSession, post_ids: set[str]) -> set[tuple[str, str]]:
-    """(creator, month) of the posts themselves and of every interaction on them: what their
-    deletion or removal changes."""
+async def actor_days_of_posts(
+    session: AsyncSession, post_ids: set[str]
+) -> tuple[set[tuple[str, str]], set[ActorDayKey]]:
+    """(creator, month) of the posts themselves, and the actor-day of every interaction on them:
+    what their deletion or removal changes."""
     if not post_ids:
-        return set()
+        return set(), set()
     ids = sorted(post_ids)
     posts = await session.execute(
         select(Post.creator_id, Post.month).where(Post.post_id.in_(ids), Post.month.is_not(None))
     )
     interactions = await session.execute(
-        select(Interaction.creator_id, Interaction.month)
-        .where(Interaction.post_id.in_(ids))
-        .distinct()
+        select(*ACTOR_DAY).where(Interaction.post_id.in_(ids)).distinct()
     )
-    return {(c, m) for c, m in posts} | {(c, m) for c, m in interactions}
-
-
-async def months_of_post(session: AsyncSession, post_id: str) -> set[tuple[str, str]]:
-    """(creator, month) of the post itself and of every interaction on it: what its deletion
-    or removal changes."""
-    post = await session.execute(
-        select(Post.creator_id, Post.month).where(Post.post_id == post_id, Post.month.is_not(None))
-    )
-    interactions = await session.execute(
-        select(Interaction.creator_id, Interaction.month)
-        .where(Interaction.post_id == post_id)
-        .distinct()
-    )
-    return {(c, m) for c, m in post} | {(c, m) for c, m in interactions}
+    return {(c, m) for c, m in posts}, {tuple(row) for row in interactions}
 
 
 async def creator_months_of_posts(

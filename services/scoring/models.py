@@ -118,7 +118,10 @@ class Interaction(Base):
 
     __tablename__ = "scoring_interactions"
     __table_args__ = (
-        Index("ix_scoring_interactions_creator_month", "creator_id", "month"),
+        # migration 0014: a creator-month's interactions, and one actor's of one day in it
+        Index(
+            "ix_scoring_interactions_creator_actor_day", "creator_id", "month", "actor_id", "day"
+        ),
         Index("ix_scoring_interactions_post_id", "post_id"),  # migration 0010
     )
 
@@ -134,6 +137,24 @@ class Interaction(Base):
 
 
 # --- derived ----------------------------------------------------------------------------------
+
+
+class ActorDay(Base):
+    """The counted interactions (`months.counted_interactions`) one actor gave one creator on
+    one program day, by kind: what the per-actor daily cap clamps. Kept with the creator-months
+    (open months), so that a batch updates a creator's received interactions by the actor-days
+    it changed instead of summing the month's interactions again (migration 0014)."""
+
+    __tablename__ = "scoring_actor_days"
+
+    creator_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    month: Mapped[str] = mapped_column(CHAR(7), primary_key=True)
+    actor_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    day: Mapped[str] = mapped_column(CHAR(10), primary_key=True)
+    likes: Mapped[int] = mapped_column(Integer)
+    comments: Mapped[int] = mapped_column(Integer)
+    shares: Mapped[int] = mapped_column(Integer)
+    quotes: Mapped[int] = mapped_column(Integer)
 
 
 class CreatorDay(Base):

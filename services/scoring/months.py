@@ -11,14 +11,16 @@ import zlib
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any, NamedTuple
 
-from sqlalchemy import CHAR, Integer, String, and_, bindparam, case, func, or_, select, text
+from sqlalchemy import CHAR, String, and_, bindparam, case, delete, func, or_, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from services.scoring import facts, score, standings
-from services.scoring.models import CreatorMonth, Interaction, Post, Settlement
+from services.scoring.facts import ActorDayKey
+from services.scoring.models import ActorDay, CreatorMonth, Interaction, Post, Settlement
 from shared.settings import Settings
 
 
@@ -53,12 +55,19 @@ def qualifying(settings: Settings):
     )
 
 
+def interaction_weights(settings: Settings) -> dict[str, int]:
+    return {
+        "like": settings.interaction_weight_like,
+        "comment": settings.interaction_weight_comment,
+        "share": settings.interaction_weight_share,
+        "quote": settings.interaction_weight_quote,
+    }
+
+
 def _weight(settings: Settings):
     return case(
-        (Interaction.kind == "like", settings.interaction_weight_like),
-        (Interaction.kind == "comment", settings.interaction_weight_comment),
-        (Interaction.kind == "share", settings.interaction_weight_share),
-        else_=settings.interaction_weight_quote,
+        *((Interaction.kind == kind, w) for kind, w in interaction_weights(settings).items()),
+        else_=0,
     )
 
 
@@ -78,23 +87,17 @@ def counted_interactions(settings: Settings):
     )
 
 
-async def received_interactions(
-    session: AsyncSession, settings: Settings, creator_id: str, month: str
-) -> int:
-    """Weighted interactions received in the month; one actor's weight for one creator and day
-    capped at `interaction_daily_cap_per_actor` (the excess clamped: 9 + 3 → 10)."""
-    per_actor_day = (
-        counted_interactions(settings)
-        .where(Interaction.creator_id == creator_id, Interaction.month == month)
-        .with_only_columns(func.sum(_weight(settings)).label("weight"))
-        .group_by(Interaction.actor_id, Interaction.day)
-        .subquery()
-    )
-    cap = settings.interaction_daily_cap_per_actor
-    total = await session.scalar(
-        select(func.coalesce(func.sum(func.least(per_actor_day.c.weight, cap)), 0))
-    )
-    return int(total)
+KINDS = ("like", "comment", "share", "quote")
+ACTOR_DAY_COUNTS = ("likes", "comments", "shares", "quotes")  # ActorDay's columns, by KINDS
+
+
+def capped_weight(counts, settings: Settings) -> int:
+    """What one actor-day adds to the creator's received interactions: its weighted
+    interactions, clamped to `interaction_daily_cap_per_actor` (9 + 3 → 10)."""
+    weights = interaction_weights(settings)
+    pairs = zip(KINDS, ACTOR_DAY_COUNTS, strict=True)
+    total = sum(getattr(counts, column) * weights[kind] for kind, column in pairs)
+    return min(total, settings.interaction_daily_cap_per_actor)
 
 
 def post_quality(post: Post, distinct_actors: int, heuristic: score.QualityHeuristic) -> Decimal:
@@ -110,35 +113,24 @@ def post_quality(post: Post, distinct_actors: int, heuristic: score.QualityHeuri
     )
 
 
-async def qualifying_posts(
-    session: AsyncSession, settings: Settings, creator_id: str, month: str
-) -> list[tuple[Post, int]]:
-    """The creator's original quality posts of the month, each with its distinct actors."""
-    actors = (
-        counted_interactions(settings)
-        .where(Interaction.post_id == Post.post_id)
-        .with_only_columns(func.count(func.distinct(Interaction.actor_id)))
-        .scalar_subquery()
-    )
-    rows = await session.execute(
-        select(Post, actors)
-        .where(Post.creator_id == creator_id, Post.month == month, qualifying(settings))
-        .order_by(Post.time, Post.post_id)
-    )
-    return [(post, distinct or 0) for post, distinct in rows]
-
-
 async def recompute(
     session: AsyncSession,
     settings: Settings,
     creator_months: Iterable[tuple[str, str]],
     *,
+    changed_actor_days: Iterable[ActorDayKey] | None = None,
     touch: bool = True,
 ) -> list[tuple[str, str]]:
     """Rebuild the creator-months from the facts, but those of settled months; return the
     (creator, month) pairs that were settled already (late events). Without `touch`, the caller
-    moves the months' standings versions itself (`standings.touch`), later in its transaction."""
-    pairs = sorted(set(creator_months))
+    moves the months' standings versions itself (`standings.touch`), later in its transaction.
+
+    The received interactions: with `changed_actor_days` (a consumer's batch: every actor-day
+    whose counted interactions its facts may have changed), each month's kept total moves by
+    the difference of those actor-days alone; without (a rescore), the months' actor-days are
+    rebuilt from all their interactions."""
+    keys = None if changed_actor_days is None else set(changed_actor_days)
+    pairs = sorted(set(creator_months) | {(c, m) for c, m, _, _ in keys or ()})
     if not pairs:
         return []
     await lock_months(session, {m for _, m in pairs}, shared=True)
@@ -150,8 +142,13 @@ async def recompute(
     late = [(c, m) for c, m in pairs if m in settled]
     open_pairs = [(c, m) for c, m in pairs if m not in settled]
     await lock_creators(session, {c for c, _ in open_pairs})
+    keys_of: dict[tuple[str, str], list[ActorDayKey]] = {}
+    for key in sorted(keys or ()):
+        keys_of.setdefault(key[:2], []).append(key)
     for start in range(0, len(open_pairs), RECOMPUTE_CHUNK):
-        await _recompute_many(session, settings, open_pairs[start : start + RECOMPUTE_CHUNK])
+        chunk = open_pairs[start : start + RECOMPUTE_CHUNK]
+        chunk_keys = None if keys is None else [k for p in chunk for k in keys_of.get(p, ())]
+        await _recompute_many(session, settings, chunk, chunk_keys)
     if touch:  # precomputed standings and recommendations: their versions move
         await standings.touch(session, {m for _, m in pairs if m not in settled})
     return late
@@ -214,24 +211,23 @@ RECOMPUTE_CHUNK = 2000
 
 
 async def _recompute_many(
-    session: AsyncSession, settings: Settings, pairs: list[tuple[str, str]]
+    session: AsyncSession,
+    settings: Settings,
+    pairs: list[tuple[str, str]],
+    changed: list[ActorDayKey] | None,
 ) -> None:
-    """Rebuild these creator-months from the facts: two queries and one upsert, keys sorted
+    """Rebuild these creator-months from the facts: a few queries and one upsert, keys sorted
     (two batches touching the same creator-months lock them in one order)."""
-    posts_of, received_of, upsert = _recompute_statements(settings)
+    statements = _recompute_statements(settings)
     keys = {"creators": [c for c, _ in pairs], "months": [m for _, m in pairs]}
     posts = dict.fromkeys(pairs, 0)
     quality_posts: dict[tuple[str, str], list] = {pair: [] for pair in pairs}
-    for row in await session.execute(posts_of, keys):
+    for row in await session.execute(statements.posts_of, keys):
         pair = (row.creator_id, row.month)
         posts[pair] += 1
         if row.qualifies:
             quality_posts[pair].append(row)
-    received = dict.fromkeys(pairs, 0)
-    for creator_id, month, total in await session.execute(
-        received_of, {**keys, "cap": settings.interaction_daily_cap_per_actor}
-    ):
-        received[(creator_id, month)] = int(total)
+    received = await _received(session, settings, statements, pairs, changed)
 
     values = []
     heuristic = score.QualityHeuristic.from_settings(settings)
@@ -250,7 +246,56 @@ async def _recompute_many(
                 "quality": quality.quantize(score.SIX_PLACES),
             }
         )
-    await session.execute(upsert, facts.arrays(values, UPSERTED))
+    await session.execute(statements.upsert, facts.arrays(values, UPSERTED))
+
+
+async def _received(
+    session: AsyncSession,
+    settings: Settings,
+    statements: _Statements,
+    pairs: list[tuple[str, str]],
+    changed: list[ActorDayKey] | None,
+) -> dict[tuple[str, str], int]:
+    """The received interactions of each creator-month, its actor-days brought up to date.
+
+    A month's kept total is the sum of its actor-days' capped weights (the migration that made
+    the table filled both, and they are written together since): so the total plus, for each
+    changed actor-day, its capped weight now minus before is the sum over the facts. A month
+    without a row has no actor-days yet (they are written with their month's row)."""
+    by_pairs = {"creators": [c for c, _ in pairs], "months": [m for _, m in pairs]}
+    received = dict.fromkeys(pairs, 0)
+    before: list = []
+    now: list = []
+    if changed is None:
+        await session.execute(statements.delete_of_pairs, by_pairs)
+        now = (await session.execute(statements.counted_of_pairs, by_pairs)).all()
+    else:
+        for creator_id, month, total in await session.execute(statements.totals_of, by_pairs):
+            received[(creator_id, month)] = total
+        if changed:
+            by_keys = {
+                "creators": [k[0] for k in changed],
+                "months": [k[1] for k in changed],
+                "actors": [k[2] for k in changed],
+                "days": [k[3] for k in changed],
+            }
+            before = (await session.execute(statements.kept_of_keys, by_keys)).all()
+            now = (await session.execute(statements.counted_of_keys, by_keys)).all()
+            await session.execute(statements.delete_of_keys, by_keys)
+    for row in before:
+        received[(row.creator_id, row.month)] -= capped_weight(row, settings)
+    for row in now:
+        received[(row.creator_id, row.month)] += capped_weight(row, settings)
+    if now:
+        rows = sorted(now, key=lambda r: (r.creator_id, r.month, r.actor_id, r.day))
+        await session.execute(
+            statements.insert_actor_days,
+            facts.arrays([r._asdict() for r in rows], ACTOR_DAY_COLUMNS),
+        )
+    return received
+
+
+ACTOR_DAY_COLUMNS = ("creator_id", "month", "actor_id", "day", *ACTOR_DAY_COUNTS)
 
 
 UPSERTED = (
@@ -264,8 +309,20 @@ UPSERTED = (
 )
 
 # The statements of `_recompute_many`, built once per rule (the settings they depend on): only
-# the creator-months change from batch to batch, passed as two arrays.
-_STATEMENTS: dict[tuple, tuple] = {}
+# the creator-months and actor-days change from batch to batch, passed as arrays.
+_STATEMENTS: dict[tuple, _Statements] = {}
+
+
+class _Statements(NamedTuple):
+    posts_of: Any  # every post of the pairs, the qualifying ones with their distinct actors
+    counted_of_pairs: Any  # the counted interactions of the pairs, by actor-day and kind
+    counted_of_keys: Any  # the same, of the actor-days
+    kept_of_keys: Any  # the kept actor-days
+    totals_of: Any  # the kept received interactions of the pairs
+    delete_of_pairs: Any
+    delete_of_keys: Any
+    insert_actor_days: Any
+    upsert: Any  # the creator-months
 
 
 def counting_rule(settings: Settings) -> tuple:
@@ -280,18 +337,31 @@ def counting_rule(settings: Settings) -> tuple:
     )
 
 
-def _recompute_statements(settings: Settings) -> tuple:
+def _recompute_statements(settings: Settings) -> _Statements:
     rule = counting_rule(settings)
     if rule not in _STATEMENTS:
         _STATEMENTS[rule] = _build_recompute_statements(settings)
     return _STATEMENTS[rule]
 
 
-def _build_recompute_statements(settings: Settings) -> tuple:
-    pairs = select(
-        func.unnest(bindparam("creators", type_=ARRAY(String))).label("creator_id"),
-        func.unnest(bindparam("months", type_=ARRAY(CHAR(7)))).label("month"),
-    ).subquery("pairs")
+def _unnested(**arrays: Any) -> Any:
+    """A subquery of parallel arrays bound by name, one row per index."""
+    return select(
+        *(
+            func.unnest(bindparam(name, type_=ARRAY(kind))).label(label)
+            for name, (label, kind) in arrays.items()
+        )
+    ).subquery()
+
+
+def _build_recompute_statements(settings: Settings) -> _Statements:
+    pairs = _unnested(creators=("creator_id", String), months=("month", CHAR(7)))
+    keys = _unnested(
+        creators=("creator_id", String),
+        months=("month", CHAR(7)),
+        actors=("actor_id", String),
+        days=("day", CHAR(10)),
+    )
     actors = (
         counted_interactions(settings)
         .where(Interaction.post_id == Post.post_id)
@@ -318,31 +388,60 @@ def _build_recompute_statements(settings: Settings) -> tuple:
         )
         .where(Post.kind.is_not(None), ~Post.deleted)
     )
-    per_actor_day = (
-        counted_interactions(settings)
-        .join(
-            pairs,
-            and_(Interaction.creator_id == pairs.c.creator_id, Interaction.month == pairs.c.month),
-        )
-        .with_only_columns(
-            Interaction.creator_id, Interaction.month, func.sum(_weight(settings)).label("weight")
-        )
-        .group_by(Interaction.creator_id, Interaction.month, Interaction.actor_id, Interaction.day)
-        .subquery()
+    by_actor_day = (
+        Interaction.creator_id,
+        Interaction.month,
+        Interaction.actor_id,
+        Interaction.day,
     )
-    received_of = select(
-        per_actor_day.c.creator_id,
-        per_actor_day.c.month,
-        func.sum(func.least(per_actor_day.c.weight, bindparam("cap", type_=Integer))),
-    ).group_by(per_actor_day.c.creator_id, per_actor_day.c.month)
+    counted = counted_interactions(settings).with_only_columns(
+        *by_actor_day,
+        *(
+            func.count().filter(Interaction.kind == kind).label(column)
+            for kind, column in zip(KINDS, ACTOR_DAY_COUNTS, strict=True)
+        ),
+    )
+    in_pairs = and_(
+        Interaction.creator_id == pairs.c.creator_id, Interaction.month == pairs.c.month
+    )
+    in_keys = and_(
+        *(
+            getattr(Interaction, name) == keys.c[name]
+            for name in ("creator_id", "month", "actor_id", "day")
+        )
+    )
+    key_of_actor_day = and_(
+        *(
+            getattr(ActorDay, name) == keys.c[name]
+            for name in ("creator_id", "month", "actor_id", "day")
+        )
+    )
+    pair_of_actor_day = and_(
+        ActorDay.creator_id == pairs.c.creator_id, ActorDay.month == pairs.c.month
+    )
     statement = facts.from_arrays(CreatorMonth, UPSERTED)
     excluded = statement.excluded
-    columns = UPSERTED[2:]
-    upsert = statement.on_conflict_do_update(
-        index_elements=["creator_id", "month"],
-        set_={name: excluded[name] for name in columns} | {"updated_at": func.now()},
+    return _Statements(
+        posts_of=posts_of,
+        counted_of_pairs=counted.join(pairs, in_pairs).group_by(*by_actor_day),
+        counted_of_keys=counted.join(keys, in_keys).group_by(*by_actor_day),
+        kept_of_keys=select(*ActorDay.__table__.c).join(keys, key_of_actor_day),
+        totals_of=select(
+            CreatorMonth.creator_id, CreatorMonth.month, CreatorMonth.interactions
+        ).join(
+            pairs,
+            and_(
+                CreatorMonth.creator_id == pairs.c.creator_id, CreatorMonth.month == pairs.c.month
+            ),
+        ),
+        delete_of_pairs=delete(ActorDay).where(pair_of_actor_day),
+        delete_of_keys=delete(ActorDay).where(key_of_actor_day),
+        insert_actor_days=facts.from_arrays(ActorDay, ACTOR_DAY_COLUMNS),
+        upsert=statement.on_conflict_do_update(
+            index_elements=["creator_id", "month"],
+            set_={name: excluded[name] for name in UPSERTED[2:]} | {"updated_at": func.now()},
+        ),
     )
-    return posts_of, received_of, upsert
 
 
 async def provisional_creator_months(
