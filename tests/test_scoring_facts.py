@@ -159,7 +159,8 @@ async def derived(system, number: int) -> tuple:
         prefix + "%",
     )
     posts = await system.sql(
-        "SELECT post_id, duplicate_of FROM scoring_posts WHERE post_id LIKE $1 ORDER BY post_id",
+        "SELECT post_id, duplicate_of, actors FROM scoring_posts WHERE post_id LIKE $1"
+        " ORDER BY post_id",
         prefix + "%",
     )
     strip = lambda v: v.removeprefix(prefix) if isinstance(v, str) else v  # noqa: E731
@@ -211,7 +212,16 @@ async def test_every_arrival_order_gives_the_same_state(system):
     by_creator = {row[0]: row for row in creator_months if row[1] == "2026-10"}
     assert by_creator["c-2"][3] == 0 and by_creator["c-2"][5] == 10  # copies; clamped 11 → 10
     assert by_creator["c-3"][3:6] == (1, 1, 9)  # p6 reinstated by the later verdict
-    assert dict(posts)["p5"] == "p1" and dict(posts)["p7"] == "p6"
+    assert {p: (original, actors) for p, original, actors in posts} == {
+        "p1": (None, 2),  # a1 and a8; a2's comment deleted, the author's own like not counted
+        "p2": (None, 0),
+        "p3": (None, 1),  # deleted: the share still on it is not counted, its actor is
+        "p4": (None, 0),
+        "p5": ("p1", 1),
+        "p6": (None, 1),
+        "p7": ("p6", 1),
+        "p8": (None, 2),  # a4 and a7
+    }
 
     @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
     @given(st.permutations(range(len(EVENTS))))
@@ -223,9 +233,10 @@ async def test_every_arrival_order_gives_the_same_state(system):
         assert await apply(order) == canonical, order
 
 
-async def test_migration_0014_fills_the_actor_days_a_rebuild_would(empty_database):
+async def test_migrations_0014_and_0015_fill_what_the_consumer_keeps(empty_database):
     """A database with interactions from before the actor-days gets them from the migration,
-    by the counting rule: equal to what `rescore` rebuilds from the facts."""
+    by the counting rule: equal to what `rescore` rebuilds from the facts; and each post's
+    distinct actors."""
     await asyncio.to_thread(upgrade, empty_database, "0013")
     connection = await asyncpg.connect(empty_database.replace("+asyncpg", ""))
     try:
@@ -269,5 +280,11 @@ async def test_migration_0014_fills_the_actor_days_a_rebuild_would(empty_databas
         assert sorted(tuple(r) for r in await connection.fetch(query)) == migrated
         received = "SELECT interactions FROM scoring_creator_months WHERE creator_id = 'c'"
         assert await connection.fetchval(received) == 1 + 3 + 3 + 2
+        actors = "SELECT post_id, actors FROM scoring_posts ORDER BY post_id"
+        assert [tuple(r) for r in await connection.fetch(actors)] == [
+            ("p1", 1),  # a1; a2's comment deleted, the author's own share not counted
+            ("p2", 1),  # a3 (the post deleted: not read while it does not count)
+            ("p3", 1),
+        ]
     finally:
         await connection.close()

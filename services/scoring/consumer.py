@@ -47,6 +47,9 @@ def make_handler(settings: Settings):
         interactions = by_type["interaction.created"] + by_type["interaction.deleted"]
         interactions.sort(key=lambda e: e.seq)
         actor_days = await facts.interactions(session, settings, interactions)
+        await facts.count_actors(
+            session, {e.data["post_id"] for e in interactions + by_type["post.created"]}
+        )
         followers_moved = bool(by_type["creator.followers_changed"])
         await facts.followers_changed(session, by_type["creator.followers_changed"])
         # Then the near-duplicate index: each post created or edited, once, with the text of its

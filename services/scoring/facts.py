@@ -12,9 +12,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, or_, select
+from sqlalchemy import String, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from services.scoring.models import CertifiedCreator, FollowerCount, Interaction, Post
 from shared.characters import count_characters
@@ -336,6 +337,29 @@ def _actor_days_of_interactions() -> Any:
 
 def _interaction_key(row: dict) -> tuple:
     return (row["actor_id"], row["post_id"], row["kind"])
+
+
+async def count_actors(session: AsyncSession, post_ids: set[str]) -> None:
+    """Count again the distinct actors of these posts (those with interactions in the batch, and
+    those created in it, whose interactions may have come first). A post not known yet has no
+    row to count in: its creation counts it."""
+    if not post_ids:
+        return
+    if "actors" not in _STATEMENTS:
+        other = aliased(Interaction)
+        counted = (
+            select(func.count(func.distinct(other.actor_id)))
+            .where(other.post_id == Post.post_id, ~other.deleted)
+            .where(other.actor_id != other.creator_id)
+            .scalar_subquery()
+        )
+        _STATEMENTS["actors"] = (
+            update(Post)
+            .where(Post.post_id == func.any(bindparam("ids", type_=ARRAY(String))))
+            .where(Post.actors != counted)
+            .values(actors=counted)
+        )
+    await session.execute(_STATEMENTS["actors"], {"ids": sorted(post_ids)})
 
 
 async def actor_days_of_posts(

@@ -78,6 +78,9 @@ class Post(Base):
     signature: Mapped[bytes | None] = mapped_column(LargeBinary)  # MinHash, comparable texts
     duplicate_of: Mapped[str | None] = mapped_column(String(128))  # an earlier similar post
     seq: Mapped[int] = mapped_column(BigInteger)  # the last event that changed it
+    # Distinct actors other than its author with an interaction on it not deleted: what its
+    # quality reads while it counts (`facts.count_actors`, migration 0015).
+    actors: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class PostBand(Base):

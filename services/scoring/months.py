@@ -344,7 +344,7 @@ def _recompute_statements(settings: Settings) -> _Statements:
     return _STATEMENTS[rule]
 
 
-def _unnested(**arrays: Any) -> Any:
+def unnested(**arrays: Any) -> Any:
     """A subquery of parallel arrays bound by name, one row per index."""
     return select(
         *(
@@ -355,22 +355,16 @@ def _unnested(**arrays: Any) -> Any:
 
 
 def _build_recompute_statements(settings: Settings) -> _Statements:
-    pairs = _unnested(creators=("creator_id", String), months=("month", CHAR(7)))
-    keys = _unnested(
+    pairs = unnested(creators=("creator_id", String), months=("month", CHAR(7)))
+    keys = unnested(
         creators=("creator_id", String),
         months=("month", CHAR(7)),
         actors=("actor_id", String),
         days=("day", CHAR(10)),
     )
-    actors = (
-        counted_interactions(settings)
-        .where(Interaction.post_id == Post.post_id)
-        .with_only_columns(func.count(func.distinct(Interaction.actor_id)))
-        .scalar_subquery()
-    )
     quality = qualifying(settings)
     # Every post of the creator-months (counted), the qualifying ones with what their quality
-    # needs (their distinct actors looked up for them only).
+    # needs (their distinct actors: those of counted interactions, as the post counts).
     posts_of = (
         select(
             Post.creator_id,
@@ -381,7 +375,7 @@ def _build_recompute_statements(settings: Settings) -> _Statements:
             Post.paragraphs,
             Post.quality_score,
             quality.label("qualifies"),
-            case((quality, actors)).label("distinct_actors"),
+            Post.actors.label("distinct_actors"),
         )
         .join_from(
             pairs, Post, and_(Post.creator_id == pairs.c.creator_id, Post.month == pairs.c.month)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from sqlalchemy import and_, delete, func, select, tuple_
+from sqlalchemy import CHAR, String, and_, cast, delete, func, select
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -60,20 +60,37 @@ async def refresh_days(
     pairs = sorted(creator_months)
     if not pairs:
         return
-    keys = tuple_(Post.creator_id, Post.month).in_(pairs)
-    await session.execute(
-        delete(CreatorDay).where(
-            tuple_(CreatorDay.creator_id, func.substr(CreatorDay.day, 1, 7)).in_(pairs)
+    remove, fill = _days_statements(settings)
+    arrays = {"creators": [c for c, _ in pairs], "months": [m for _, m in pairs]}
+    await session.execute(remove, arrays)
+    await session.execute(fill, arrays)
+
+
+# The statements of `refresh_days`, built once per rule: only the creator-months change.
+_DAYS_STATEMENTS: dict[tuple, tuple] = {}
+
+
+def _days_statements(settings: Settings) -> tuple:
+    rule = months.counting_rule(settings)
+    if rule not in _DAYS_STATEMENTS:
+        pairs = months.unnested(creators=("creator_id", String), months=("month", CHAR(7)))
+        first, last = (cast(pairs.c.month + day, CHAR(10)) for day in ("-01", "-31"))
+        remove = delete(CreatorDay).where(
+            CreatorDay.creator_id == pairs.c.creator_id, CreatorDay.day.between(first, last)
         )
-    )
-    await session.execute(
-        CreatorDay.__table__.insert().from_select(
+        fill = CreatorDay.__table__.insert().from_select(
             ["creator_id", "day", "qualifying_posts"],
             select(Post.creator_id, Post.day, func.count())
-            .where(keys, Post.day.is_not(None), months.qualifying(settings))
+            .join_from(
+                pairs,
+                Post,
+                and_(Post.creator_id == pairs.c.creator_id, Post.month == pairs.c.month),
+            )
+            .where(Post.day.is_not(None), months.qualifying(settings))
             .group_by(Post.creator_id, Post.day),
         )
-    )
+        _DAYS_STATEMENTS[rule] = (remove, fill)
+    return _DAYS_STATEMENTS[rule]
 
 
 @dataclass(frozen=True)
