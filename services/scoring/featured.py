@@ -32,6 +32,7 @@ transaction. The badges service turns it into `featured_post_bonus` rewards.
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
 from collections.abc import Iterable, Sequence
@@ -114,7 +115,15 @@ def featured_score(quality: Decimal, engagement: int) -> Decimal:
     if not Decimal(0) <= quality <= Decimal(1):
         raise ValueError(f"quality must be in [0, 1], got {quality}")
     with localcontext(score.CONTEXT):
-        return (quality * (Decimal(1) + Decimal(engagement)).ln()).quantize(score.SIX_PLACES)
+        return (quality * _log_1p(engagement)).quantize(score.SIX_PLACES)
+
+
+@functools.lru_cache(maxsize=2**16)
+def _log_1p(engagement: int) -> Decimal:
+    """ln(1 + engagement) in the score's context: a Decimal logarithm costs far more than the
+    rest of a post's refresh, and engagements repeat."""
+    with localcontext(score.CONTEXT):
+        return (Decimal(1) + Decimal(engagement)).ln()
 
 
 # --- the state, kept by the scoring consumer ---------------------------------------------------
