@@ -264,6 +264,34 @@ async def test_a_flood_of_one_text_and_a_copy_older_than_all_of_it(
     await assert_origins(sessionmaker)
 
 
+async def test_a_flood_inside_one_batch_reads_none_of_its_own_copies(
+    sessionmaker, settings, monkeypatch
+):
+    """300 posts of one text in one batch (spam in a burst, or a large batch catching up), at
+    one time and at spread times, in random order: each points at the first, and the
+    later-candidates lookup reads none of the batch's copies (each used to read every copy
+    after it: the square of the flood, past the statement timeout at 2,000)."""
+    rng = random.Random(8)
+    text = "".join(rng.choice(ALPHABET) for _ in range(150))
+    flood = {f"f-{i:03d}": T0 + timedelta(seconds=i % 7) for i in range(300)}
+    flood["unrelated"] = T0 - timedelta(minutes=1)  # earlier, shares no text with the flood
+    await reset(sessionmaker, flood, [])
+    order = list(flood)
+    rng.shuffle(order)
+    texts = {p: text for p in flood} | {"unrelated": edited(text[::-1], rng, 120)}
+    async with sessionmaker() as session, session.begin():
+        read = later_rows_read(session, monkeypatch)
+        await index_posts(session, settings, [(p, texts[p]) for p in order])
+    assert read == []
+    first = min((t, p) for p, t in flood.items() if p != "unrelated")[1]
+    assert (await state(sessionmaker))[0] == {
+        **{p: first for p in flood},
+        first: None,
+        "unrelated": None,
+    }
+    await assert_origins(sessionmaker)
+
+
 def later_rows_read(session, monkeypatch) -> list:
     """The rows the later-candidates lookup returns in this session, as it reads them."""
     rows: list = []

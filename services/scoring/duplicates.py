@@ -355,7 +355,7 @@ async def index_posts(
             if row.signature is not None and row.signature != new_bytes:
                 handed_over.add(post_id)  # a post that had no signature is nobody's original
             row.signature = new_bytes
-    await _write_index(session, before, after)
+    await _write_index(session, before, after, _origins_within(rule, after))
 
     # The posts whose `duplicate_of` may change, with the value they have now.
     subjects = {
@@ -386,16 +386,53 @@ async def index_posts(
     return {post_id for post_id, _ in changed}
 
 
+def _origins_within(rule: NearDuplicateRule, rows: dict[str, _Row]) -> dict[str, tuple]:
+    """(time, id) of each indexed post of the batch's earliest earlier post in the batch sharing
+    a band key and similar to it, else its own: the origin its new band rows are written with.
+
+    A hint, set right by `_BAND_ORIGINS` once the originals are known; until then it keeps the
+    copies of a flood inside one batch out of each other's later-candidates ranges (written
+    with their own as origins, every post of the flood read all the copies after it: the square
+    of the flood). Linear for a flood: each copy's first candidate is the first of the flood."""
+    origins: dict[str, tuple] = {}
+    earlier: dict[int, list[tuple]] = {}  # band key → the batch's posts with it, in order
+    checked: set[tuple[str, str]] = set()
+    for time, post_id in sorted((r.time, p) for p, r in rows.items() if r.indexed is not None):
+        row, best = rows[post_id], (time, post_id)
+        for key in sorted(row.keys):
+            for candidate in earlier.get(key, ()):
+                if candidate >= best:
+                    break
+                pair = (candidate[1], post_id)
+                if pair not in checked:
+                    checked.add(pair)
+                    if rule.similar(rows[candidate[1]].indexed, row.indexed):
+                        best = candidate
+                        break
+            earlier.setdefault(key, []).append((time, post_id))
+        origins[post_id] = best
+    return origins
+
+
 async def _write_index(
-    session: AsyncSession, before: dict[str, _Row], after: dict[str, _Row]
+    session: AsyncSession,
+    before: dict[str, _Row],
+    after: dict[str, _Row],
+    origins: dict[str, tuple],
 ) -> None:
-    """The band rows the batch removed and added, and the signatures it changed."""
+    """The band rows the batch removed and added (with the origins of `_origins_within`), and
+    the signatures it changed."""
     removed = sorted((k, p) for p, row in after.items() for k in before[p].keys - row.keys)
-    added = sorted((k, p, row.time) for p, row in after.items() for k in row.keys - before[p].keys)
+    added = sorted(
+        (k, p, row.time, *origins[p]) for p, row in after.items() for k in row.keys - before[p].keys
+    )
     if removed:
         await session.execute(_DELETE_BANDS, _columns(removed, ("bands", "ids")))
     if added:
-        await session.execute(_INSERT_BANDS, _columns(added, ("bands", "ids", "times")))
+        await session.execute(
+            _INSERT_BANDS,
+            _columns(added, ("bands", "ids", "times", "origin_times", "origin_ids")),
+        )
     # A post created again with another time (facts take the latest): its kept rows follow.
     kept = sorted(p for p, row in after.items() if row.keys & before[p].keys)
     if kept:
@@ -575,8 +612,9 @@ _DELETE_BANDS = sql(
 )
 _INSERT_BANDS = sql(
     "INSERT INTO scoring_post_bands (band, post_id, time, origin_time, origin_id)"
-    " SELECT band, post_id, time, time, post_id FROM unnest(CAST(:bands AS bigint[]),"
-    "  CAST(:ids AS varchar[]), CAST(:times AS timestamptz[])) AS n(band, post_id, time)"
+    " SELECT * FROM unnest(CAST(:bands AS bigint[]), CAST(:ids AS varchar[]),"
+    "  CAST(:times AS timestamptz[]), CAST(:origin_times AS timestamptz[]),"
+    "  CAST(:origin_ids AS varchar[]))"
     " ON CONFLICT DO NOTHING"
 )
 # The origin of these posts' band rows and of their copies' (the original, else the post).
