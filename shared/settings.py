@@ -319,6 +319,16 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("consumer_batch_sizes")
+    @classmethod
+    def _known_groups(cls, sizes: dict[str, int]) -> dict[str, int]:
+        if unknown := sorted(set(sizes) - set(CONSUMER_GROUPS)):
+            raise ValueError(
+                f"unknown consumer group {', '.join(map(repr, unknown))}"
+                f" (the groups: {', '.join(CONSUMER_GROUPS)})"
+            )
+        return sizes
+
     @field_validator("bootstrap_admin_key")
     @classmethod
     def _long_enough(cls, key: str | None) -> str | None:
@@ -343,6 +353,11 @@ class Settings(BaseSettings):
     def batch_size(self, group: str) -> int:
         """Events per batch of consumer group `group`, at most."""
         return self.consumer_batch_sizes.get(group, self.consumer_batch_size)
+
+
+# The consumer groups of the services (services/runtime.py CONSUMERS, which a test keeps equal):
+# a batch size for a group that does not exist is a typo, refused rather than ignored.
+CONSUMER_GROUPS = ("scoring", "badges")
 
 
 def check_weights(*weights: Decimal) -> None:

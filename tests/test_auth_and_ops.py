@@ -9,6 +9,8 @@ import asyncpg
 import pytest
 from pydantic import ValidationError
 
+from services import runtime
+from shared import settings as settings_module
 from shared.auth import ApiKey, RateLimiter, hash_key
 from shared.errors import RateLimited
 from shared.settings import Settings
@@ -222,6 +224,14 @@ def test_the_token_bucket_refills_at_the_rate_and_bursts_twice_it():
     unlimited = ApiKey(id=2, name="u", rate_limit=None)
     for _ in range(1000):
         limiter.check(unlimited)
+
+
+def test_a_batch_size_for_a_group_that_does_not_exist_is_refused():
+    assert set(settings_module.CONSUMER_GROUPS) == set(runtime.CONSUMERS)
+    with pytest.raises(ValidationError, match="unknown consumer group 'scoring '"):
+        Settings(_env_file=None, consumer_batch_sizes={"scoring ": 2000})
+    sizes = Settings(_env_file=None, consumer_batch_sizes={"scoring": 2000})
+    assert (sizes.batch_size("scoring"), sizes.batch_size("badges")) == (2000, 500)
 
 
 def test_a_short_bootstrap_admin_key_is_refused():
