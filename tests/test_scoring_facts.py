@@ -159,8 +159,13 @@ async def derived(system, number: int) -> tuple:
         prefix + "%",
     )
     posts = await system.sql(
-        "SELECT post_id, duplicate_of, actors FROM scoring_posts WHERE post_id LIKE $1"
-        " ORDER BY post_id",
+        "SELECT post_id, duplicate_of, actors, counted_month, counted_day, counted_quality"
+        " FROM scoring_posts WHERE post_id LIKE $1 ORDER BY post_id",
+        prefix + "%",
+    )
+    days = await system.sql(
+        "SELECT creator_id, day, qualifying_posts FROM scoring_creator_days"
+        " WHERE creator_id LIKE $1 ORDER BY 1, 2",
         prefix + "%",
     )
     strip = lambda v: v.removeprefix(prefix) if isinstance(v, str) else v  # noqa: E731
@@ -168,6 +173,7 @@ async def derived(system, number: int) -> tuple:
         [tuple(strip(v) for v in row) for row in months],
         [tuple(strip(v) for v in row) for row in posts],
         [tuple(strip(v) for v in row) for row in actor_days],
+        [tuple(strip(v) for v in row) for row in days],
     )
 
 
@@ -198,7 +204,7 @@ async def test_every_arrival_order_gives_the_same_state(system):
         return batch_by_batch
 
     canonical = await apply(list(range(len(EVENTS))))
-    creator_months, posts, actor_days = canonical
+    creator_months, posts, actor_days, days = canonical
     by_month = {(row[0], row[1]): row for row in creator_months}
     # p3 deleted, p4 a repost, p2 cut short by its later edit: p1 and p8 qualify, on two days;
     # a1 likes p1 once (1), a4 shares p8 (3), a7 likes p8 again the next day (1); the share on
@@ -212,7 +218,8 @@ async def test_every_arrival_order_gives_the_same_state(system):
     by_creator = {row[0]: row for row in creator_months if row[1] == "2026-10"}
     assert by_creator["c-2"][3] == 0 and by_creator["c-2"][5] == 10  # copies; clamped 11 → 10
     assert by_creator["c-3"][3:6] == (1, 1, 9)  # p6 reinstated by the later verdict
-    assert {p: (original, actors) for p, original, actors in posts} == {
+    assert days == [("c-1", "2026-10-12", 1), ("c-1", "2026-10-13", 1), ("c-3", "2026-10-12", 1)]
+    assert {p: (original, actors) for p, original, actors, *_ in posts} == {
         "p1": (None, 2),  # a1 and a8; a2's comment deleted, the author's own like not counted
         "p2": (None, 0),
         "p3": (None, 1),  # deleted: the share still on it is not counted, its actor is
@@ -233,10 +240,11 @@ async def test_every_arrival_order_gives_the_same_state(system):
         assert await apply(order) == canonical, order
 
 
-async def test_migrations_0014_and_0015_fill_what_the_consumer_keeps(empty_database):
-    """A database with interactions from before the actor-days gets them from the migration,
-    by the counting rule: equal to what `rescore` rebuilds from the facts; and each post's
-    distinct actors."""
+async def test_migrations_0014_to_0016_keep_what_the_code_before_kept(empty_database):
+    """A database from before the kept sums: the migrations fill the actor-days by the counting
+    rule and each post's distinct actors; the first batch that touches a month rebuilds its
+    posts' side (no quality sum yet) and moves its received interactions by the actor-day it
+    changed; all equal to what `rescore` rebuilds from the facts."""
     await asyncio.to_thread(upgrade, empty_database, "0013")
     connection = await asyncpg.connect(empty_database.replace("+asyncpg", ""))
     try:
@@ -262,6 +270,13 @@ async def test_migrations_0014_and_0015_fill_what_the_consumer_keeps(empty_datab
             " day, deleted, state_time) VALUES ($1, $2, $3, 'c', now(), '2026-10', $4, $5, now())",
             interactions,
         )
+        # the month as the code before kept it: its received interactions right (the others
+        # made wrong here, to see that the first batch after rebuilds them from the posts)
+        await connection.execute(
+            "INSERT INTO scoring_creator_months (creator_id, month, posts, qualifying_posts,"
+            " active_days, interactions, quality) VALUES ('c', '2026-10', 99, 99, 99, $1, 0.5)",
+            1 + 3 + 3 + 2,
+        )
         await asyncio.to_thread(upgrade, empty_database, "head")
         query = "SELECT actor_id, day, likes, comments, shares, quotes FROM scoring_actor_days"
         migrated = sorted(tuple(r) for r in await connection.fetch(query))
@@ -272,17 +287,36 @@ async def test_migrations_0014_and_0015_fill_what_the_consumer_keeps(empty_datab
         ]
         settings = make_settings("embedded", None)
         engine = db.create_engine(empty_database, settings)
+        sessionmaker = db.create_sessionmaker(engine)
+        stats = (
+            "SELECT posts, qualifying_posts, active_days, interactions, quality_sum"
+            " FROM scoring_creator_months WHERE creator_id = 'c'"
+        )
         try:
-            async with db.create_sessionmaker(engine)() as session, session.begin():
+            like = BusEvent(
+                seq=1,
+                id="e1",
+                type="interaction.created",
+                time=datetime(2026, 10, 12, 5, tzinfo=UTC),
+                source="test",
+                creator_id="c",
+                data={"creator_id": "c", "post_id": "p1", "actor_id": "a5", "kind": "like"},
+            )
+            async with sessionmaker() as session, session.begin():
+                await scoring.make_handler(settings)(session, [like])
+            # p1 and p3 count (p2 is deleted), p1 qualifies (p3 is removed); a5's like adds 1
+            after_batch = tuple(await connection.fetchrow(stats))
+            assert after_batch[:4] == (2, 1, 1, 1 + 3 + 3 + 2 + 1)
+            async with sessionmaker() as session, session.begin():
                 await months.recompute(session, settings, {("c", "2026-10")})
         finally:
             await engine.dispose()
-        assert sorted(tuple(r) for r in await connection.fetch(query)) == migrated
-        received = "SELECT interactions FROM scoring_creator_months WHERE creator_id = 'c'"
-        assert await connection.fetchval(received) == 1 + 3 + 3 + 2
+        assert tuple(await connection.fetchrow(stats)) == after_batch
+        migrated.append(("a5", "2026-10-12", 1, 0, 0, 0))
+        assert sorted(tuple(r) for r in await connection.fetch(query)) == sorted(migrated)
         actors = "SELECT post_id, actors FROM scoring_posts ORDER BY post_id"
         assert [tuple(r) for r in await connection.fetch(actors)] == [
-            ("p1", 1),  # a1; a2's comment deleted, the author's own share not counted
+            ("p1", 2),  # a1 and a5; a2's comment deleted, the author's own share not counted
             ("p2", 1),  # a3 (the post deleted: not read while it does not count)
             ("p3", 1),
         ]

@@ -1,8 +1,9 @@
 """The scoring consumer group: facts first, then the derived state of what the batch touched.
 
 Each event updates the facts it is about (shared by natural keys, resolved by event time);
-then every creator-month the batch touched is rebuilt from the facts, in the same transaction,
-and so is the featured score of every post it touched (services/scoring/featured.py).
+then every creator-month the batch touched is brought up to date from them (services/scoring/
+months.py), in the same transaction, and so is the featured score of every post it touched
+(services/scoring/featured.py).
 Events for a settled month are kept as facts and counted, and change nothing paid.
 """
 
@@ -47,7 +48,7 @@ def make_handler(settings: Settings):
         interactions = by_type["interaction.created"] + by_type["interaction.deleted"]
         interactions.sort(key=lambda e: e.seq)
         actor_days = await facts.interactions(session, settings, interactions)
-        await facts.count_actors(
+        changed_posts |= await facts.count_actors(
             session, {e.data["post_id"] for e in interactions + by_type["post.created"]}
         )
         followers_moved = bool(by_type["creator.followers_changed"])
@@ -67,17 +68,23 @@ def make_handler(settings: Settings):
         changed_posts |= await duplicates.index_posts(session, settings, list(texts.items()))
         changed_posts |= set(texts)
         removed = by_type["post.deleted"] + by_type["post.moderated"]
-        posts_months, on_posts = await facts.actor_days_of_posts(
-            session, {e.data["post_id"] for e in removed}
-        )
+        removed_ids = {e.data["post_id"] for e in removed}
+        posts_months, on_posts = await facts.actor_days_of_posts(session, removed_ids)
+        changed_posts |= removed_ids
         touched |= posts_months | await facts.creator_months_of_posts(session, changed_posts)
         actor_days |= on_posts
         touched |= {(c, m) for c, m, _, _ in actor_days}
         late = await months.recompute(
-            session, settings, touched, changed_actor_days=actor_days, touch=False
+            session,
+            settings,
+            touched,
+            changed_actor_days=actor_days,
+            changed_posts=changed_posts,
+            touch=False,
         )
         await featured.refresh(session, settings, changed_posts | featured.touched_posts(events))
-        await recommendations.refresh_days(session, settings, touched)
+        # the creator-days of open months move with them; a settled month's still follow
+        await recommendations.refresh_days(session, settings, set(late))
         if touched or followers_moved:
             # Last: every batch of every scoring process updates these rows, and holds them
             # until its commit; the later the shorter the others queue.

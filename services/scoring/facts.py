@@ -339,12 +339,12 @@ def _interaction_key(row: dict) -> tuple:
     return (row["actor_id"], row["post_id"], row["kind"])
 
 
-async def count_actors(session: AsyncSession, post_ids: set[str]) -> None:
+async def count_actors(session: AsyncSession, post_ids: set[str]) -> set[str]:
     """Count again the distinct actors of these posts (those with interactions in the batch, and
-    those created in it, whose interactions may have come first). A post not known yet has no
-    row to count in: its creation counts it."""
+    those created in it, whose interactions may have come first); the posts whose count moved.
+    A post not known yet has no row to count in: its creation counts it."""
     if not post_ids:
-        return
+        return set()
     if "actors" not in _STATEMENTS:
         other = aliased(Interaction)
         counted = (
@@ -358,8 +358,9 @@ async def count_actors(session: AsyncSession, post_ids: set[str]) -> None:
             .where(Post.post_id == func.any(bindparam("ids", type_=ARRAY(String))))
             .where(Post.actors != counted)
             .values(actors=counted)
+            .returning(Post.post_id)
         )
-    await session.execute(_STATEMENTS["actors"], {"ids": sorted(post_ids)})
+    return set(await session.scalars(_STATEMENTS["actors"], {"ids": sorted(post_ids)}))
 
 
 async def actor_days_of_posts(
@@ -382,11 +383,11 @@ async def actor_days_of_posts(
 async def creator_months_of_posts(
     session: AsyncSession, post_ids: set[str]
 ) -> set[tuple[str, str]]:
+    """(creator, month) of the posts, and of the month each was last counted in (a post created
+    again at another time moves)."""
     if not post_ids:
         return set()
     rows = await session.execute(
-        select(Post.creator_id, Post.month).where(
-            Post.post_id.in_(post_ids), Post.month.is_not(None)
-        )
+        select(Post.creator_id, Post.month, Post.counted_month).where(Post.post_id.in_(post_ids))
     )
-    return {(c, m) for c, m in rows}
+    return {(c, m) for c, *months in rows for m in months if m is not None}

@@ -81,6 +81,12 @@ class Post(Base):
     # Distinct actors other than its author with an interaction on it not deleted: what its
     # quality reads while it counts (`facts.count_actors`, migration 0015).
     actors: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # What it adds to its creator-month as last counted (migration 0016): the month it is
+    # counted in (None: not counted), and while it qualifies its day and quality. A batch moves
+    # the month's sums by the difference (`months._posts_side`).
+    counted_month: Mapped[str | None] = mapped_column(CHAR(7))
+    counted_day: Mapped[str | None] = mapped_column(CHAR(10))
+    counted_quality: Mapped[Decimal | None] = mapped_column(Numeric(7, 6))
 
 
 class PostBand(Base):
@@ -161,8 +167,9 @@ class ActorDay(Base):
 
 
 class CreatorDay(Base):
-    """A creator's original quality posts of one program day, rebuilt with the creator-months a
-    batch touched (of settled months too): what "active in the last 30 days" reads."""
+    """A creator's original quality posts of one program day: what "active in the last 30 days"
+    reads. Moved with their open creator-month (`months.recompute`), rebuilt from the facts for
+    a settled month that late events touch (`recommendations.refresh_days`)."""
 
     __tablename__ = "scoring_creator_days"
     __table_args__ = (Index("ix_scoring_creator_days_day", "day"),)
@@ -207,6 +214,9 @@ class CreatorMonth(Base):
     active_days: Mapped[int] = mapped_column(Integer, default=0)
     interactions: Mapped[int] = mapped_column(Integer, default=0)  # weighted, capped
     quality: Mapped[Decimal] = mapped_column(Numeric(7, 6), default=Decimal(0))
+    # Σ of the qualifying posts' qualities (exact: each has 6 decimals); None until the month
+    # is first rebuilt after migration 0016 (then it is kept, batch by batch).
+    quality_sum: Mapped[Decimal | None] = mapped_column(Numeric(18, 6))
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )

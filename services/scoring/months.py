@@ -1,8 +1,10 @@
 """A creator's month, derived from the facts (the standings are in `standings.py`).
 
-`recompute` rebuilds the rows of the creator-months a batch touched, from the facts alone, in
-the batch's transaction: whatever order the events came in, the same facts give the same rows.
-A settled month is never recomputed.
+`recompute` brings the rows of the creator-months a batch touched up to date, in the batch's
+transaction: their kept sums move by what the batch changed (the actor-days of its interactions,
+the posts it changed), each change recomputed from the facts, so whatever order the events came
+in the same facts give the same rows, and the rows a rebuild from all the facts (`rescore`)
+gives (tests/test_scoring_facts.py). A settled month is never recomputed.
 """
 
 from __future__ import annotations
@@ -13,14 +15,36 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from sqlalchemy import CHAR, String, and_, bindparam, case, delete, func, or_, select, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import (
+    CHAR,
+    Integer,
+    Numeric,
+    String,
+    and_,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from services.scoring import facts, score, standings
 from services.scoring.facts import ActorDayKey
-from services.scoring.models import ActorDay, CreatorMonth, Interaction, Post, Settlement
+from services.scoring.models import (
+    ActorDay,
+    CreatorDay,
+    CreatorMonth,
+    Interaction,
+    Post,
+    Settlement,
+)
 from shared.settings import Settings
 
 
@@ -119,16 +143,18 @@ async def recompute(
     creator_months: Iterable[tuple[str, str]],
     *,
     changed_actor_days: Iterable[ActorDayKey] | None = None,
+    changed_posts: Iterable[str] = (),
     touch: bool = True,
 ) -> list[tuple[str, str]]:
     """Rebuild the creator-months from the facts, but those of settled months; return the
     (creator, month) pairs that were settled already (late events). Without `touch`, the caller
     moves the months' standings versions itself (`standings.touch`), later in its transaction.
 
-    The received interactions: with `changed_actor_days` (a consumer's batch: every actor-day
-    whose counted interactions its facts may have changed), each month's kept total moves by
-    the difference of those actor-days alone; without (a rescore), the months' actor-days are
-    rebuilt from all their interactions."""
+    With `changed_actor_days` (a consumer's batch: every actor-day whose counted interactions
+    its facts may have changed, and `changed_posts`, every post whose row it may have changed),
+    each month's kept sums move by the difference of those actor-days and posts alone; a month
+    without kept sums yet (new, or from before migration 0016) is rebuilt from its posts.
+    Without (a rescore), every month is rebuilt from all its facts."""
     keys = None if changed_actor_days is None else set(changed_actor_days)
     pairs = sorted(set(creator_months) | {(c, m) for c, m, _, _ in keys or ()})
     if not pairs:
@@ -145,10 +171,11 @@ async def recompute(
     keys_of: dict[tuple[str, str], list[ActorDayKey]] = {}
     for key in sorted(keys or ()):
         keys_of.setdefault(key[:2], []).append(key)
+    posts = sorted(set(changed_posts))
     for start in range(0, len(open_pairs), RECOMPUTE_CHUNK):
         chunk = open_pairs[start : start + RECOMPUTE_CHUNK]
         chunk_keys = None if keys is None else [k for p in chunk for k in keys_of.get(p, ())]
-        await _recompute_many(session, settings, chunk, chunk_keys)
+        await _recompute_many(session, settings, chunk, chunk_keys, posts)
     if touch:  # precomputed standings and recommendations: their versions move
         await standings.touch(session, {m for _, m in pairs if m not in settled})
     return late
@@ -215,38 +242,128 @@ async def _recompute_many(
     settings: Settings,
     pairs: list[tuple[str, str]],
     changed: list[ActorDayKey] | None,
+    changed_posts: list[str],
 ) -> None:
-    """Rebuild these creator-months from the facts: a few queries and one upsert, keys sorted
-    (two batches touching the same creator-months lock them in one order)."""
+    """Bring these creator-months up to date: a few queries and one upsert, keys sorted (two
+    batches touching the same creator-months lock them in one order)."""
     statements = _recompute_statements(settings)
-    keys = {"creators": [c for c, _ in pairs], "months": [m for _, m in pairs]}
-    posts = dict.fromkeys(pairs, 0)
-    quality_posts: dict[tuple[str, str], list] = {pair: [] for pair in pairs}
-    for row in await session.execute(statements.posts_of, keys):
-        pair = (row.creator_id, row.month)
-        posts[pair] += 1
-        if row.qualifies:
-            quality_posts[pair].append(row)
-    received = await _received(session, settings, statements, pairs, changed)
-
+    by_pairs = {"creators": [c for c, _ in pairs], "months": [m for _, m in pairs]}
+    kept = {
+        (row.creator_id, row.month): row
+        for row in await session.execute(statements.kept_months, by_pairs)
+    }
+    sums = await _posts_side(
+        session, settings, statements, pairs, kept if changed is not None else {}, changed_posts
+    )
+    received = await _received(session, settings, statements, pairs, kept, changed)
+    active_days = dict.fromkeys(pairs, 0)
+    for creator_id, month, days in await session.execute(statements.active_days_of, by_pairs):
+        active_days[(creator_id, month)] = days
     values = []
-    heuristic = score.QualityHeuristic.from_settings(settings)
-    for creator_id, month in pairs:
-        found = quality_posts[(creator_id, month)]
-        qualities = [post_quality(row, row.distinct_actors or 0, heuristic) for row in found]
-        quality = (sum(qualities, Decimal(0)) / len(qualities)) if qualities else Decimal(0)
+    for pair in pairs:
+        posts, qualifying_posts, quality_sum = sums[pair]
+        quality = quality_sum / qualifying_posts if qualifying_posts else Decimal(0)
         values.append(
             {
-                "creator_id": creator_id,
-                "month": month,
-                "posts": posts[(creator_id, month)],
-                "qualifying_posts": len(found),
-                "active_days": len({row.day for row in found}),
-                "interactions": received[(creator_id, month)],
+                "creator_id": pair[0],
+                "month": pair[1],
+                "posts": posts,
+                "qualifying_posts": qualifying_posts,
+                "active_days": active_days[pair],
+                "interactions": received[pair],
                 "quality": quality.quantize(score.SIX_PLACES),
+                "quality_sum": quality_sum,
             }
         )
     await session.execute(statements.upsert, facts.arrays(values, UPSERTED))
+
+
+def _counted(row, heuristic: score.QualityHeuristic) -> tuple:
+    """What a post adds to its creator-month: (month counted in, day, quality), the last two
+    while it qualifies (else None), the first while it counts (else None)."""
+    if row.kind is None or row.deleted or row.month is None:
+        return (None, None, None)
+    if not row.qualifies:
+        return (row.month, None, None)
+    return (row.month, row.day, post_quality(row, row.actors, heuristic))
+
+
+async def _posts_side(
+    session: AsyncSession,
+    settings: Settings,
+    statements: _Statements,
+    pairs: list[tuple[str, str]],
+    kept: dict[tuple[str, str], Any],
+    changed_posts: list[str],
+) -> dict[tuple[str, str], list]:
+    """[posts, qualifying posts, quality sum] of each creator-month, the posts' counted columns
+    and the creator-days brought up to date.
+
+    A month with kept sums (in `kept`, its quality sum not None) moves by what each changed post
+    adds now minus what it added as last counted; any other is rebuilt from all its posts. The
+    sums equal a rebuild because a post's counted columns are written with every change of what
+    it adds, in the transaction that moves the sums."""
+    heuristic = score.QualityHeuristic.from_settings(settings)
+    moving = {p for p in pairs if p in kept and kept[p].quality_sum is not None}
+    rebuilt = [p for p in pairs if p not in moving]
+    sums = {p: [0, 0, Decimal(0)] for p in rebuilt}
+    for p in moving:
+        sums[p] = [kept[p].posts, kept[p].qualifying_posts, kept[p].quality_sum]
+    counted: dict[str, tuple] = {}  # post → what it adds now, where that changed
+    days: dict[tuple[str, str], int] = {}  # (creator, day) → change of its qualifying posts
+    if rebuilt:
+        arrays = {"creators": [c for c, _ in rebuilt], "months": [m for _, m in rebuilt]}
+        await session.execute(statements.delete_days_of_pairs, arrays)
+        for row in await session.execute(statements.posts_of, arrays):
+            now = _counted(row, heuristic)
+            _add(sums, days, row.creator_id, now, 1)
+            if now != (row.counted_month, row.counted_day, row.counted_quality):
+                counted[row.post_id] = now
+    if moving and changed_posts:
+        for row in await session.execute(statements.changed_posts_of, {"ids": changed_posts}):
+            before = (row.counted_month, row.counted_day, row.counted_quality)
+            now = _counted(row, heuristic)
+            if now == before:
+                continue
+            # the sums of a month rebuilt above have it already (by the month it is in now)
+            if (row.creator_id, before[0]) in moving:
+                _add(sums, days, row.creator_id, before, -1)
+            if (row.creator_id, now[0]) in moving:
+                _add(sums, days, row.creator_id, now, 1)
+            counted[row.post_id] = now
+    if counted:
+        ids = sorted(counted)
+        await session.execute(
+            statements.set_counted,
+            {
+                "ids": ids,
+                "counted_months": [counted[i][0] for i in ids],
+                "counted_days": [counted[i][1] for i in ids],
+                "counted_qualities": [counted[i][2] for i in ids],
+            },
+        )
+    if days := {key: n for key, n in days.items() if n}:
+        keys = sorted(days)
+        arrays = {
+            "creators": [c for c, _ in keys],
+            "days": [d for _, d in keys],
+            "changes": [days[k] for k in keys],
+        }
+        await session.execute(statements.add_days, arrays)
+        await session.execute(statements.delete_empty_days, arrays)
+    return sums
+
+
+def _add(sums: dict, days: dict, creator_id: str, counted: tuple, sign: int) -> None:
+    month, day, quality = counted
+    if month is None or (creator_id, month) not in sums:
+        return
+    total = sums[(creator_id, month)]
+    total[0] += sign
+    if day is not None:
+        total[1] += sign
+        total[2] += sign * quality
+        days[(creator_id, day)] = days.get((creator_id, day), 0) + sign
 
 
 async def _received(
@@ -254,6 +371,7 @@ async def _received(
     settings: Settings,
     statements: _Statements,
     pairs: list[tuple[str, str]],
+    kept: dict[tuple[str, str], Any],
     changed: list[ActorDayKey] | None,
 ) -> dict[tuple[str, str], int]:
     """The received interactions of each creator-month, its actor-days brought up to date.
@@ -270,8 +388,8 @@ async def _received(
         await session.execute(statements.delete_of_pairs, by_pairs)
         now = (await session.execute(statements.counted_of_pairs, by_pairs)).all()
     else:
-        for creator_id, month, total in await session.execute(statements.totals_of, by_pairs):
-            received[(creator_id, month)] = total
+        for pair, row in kept.items():
+            received[pair] = row.interactions
         if changed:
             by_keys = {
                 "creators": [k[0] for k in changed],
@@ -306,6 +424,7 @@ UPSERTED = (
     "active_days",
     "interactions",
     "quality",
+    "quality_sum",
 )
 
 # The statements of `_recompute_many`, built once per rule (the settings they depend on): only
@@ -314,11 +433,17 @@ _STATEMENTS: dict[tuple, _Statements] = {}
 
 
 class _Statements(NamedTuple):
-    posts_of: Any  # every post of the pairs, the qualifying ones with their distinct actors
+    kept_months: Any  # the creator-months' kept rows
+    posts_of: Any  # every post of the pairs, with what it adds and what it added
+    changed_posts_of: Any  # the same, of posts by id
+    set_counted: Any  # the posts' counted columns
+    delete_days_of_pairs: Any  # the creator-days of the pairs
+    add_days: Any  # changes of creator-days' qualifying posts
+    delete_empty_days: Any  # creator-days left without a qualifying post
+    active_days_of: Any  # the pairs' creator-days, counted
     counted_of_pairs: Any  # the counted interactions of the pairs, by actor-day and kind
     counted_of_keys: Any  # the same, of the actor-days
     kept_of_keys: Any  # the kept actor-days
-    totals_of: Any  # the kept received interactions of the pairs
     delete_of_pairs: Any
     delete_of_keys: Any
     insert_actor_days: Any
@@ -362,25 +487,63 @@ def _build_recompute_statements(settings: Settings) -> _Statements:
         actors=("actor_id", String),
         days=("day", CHAR(10)),
     )
-    quality = qualifying(settings)
-    # Every post of the creator-months (counted), the qualifying ones with what their quality
-    # needs (their distinct actors: those of counted interactions, as the post counts).
-    posts_of = (
-        select(
-            Post.creator_id,
-            Post.month,
-            Post.day,
-            Post.characters,
-            Post.image_count,
-            Post.paragraphs,
-            Post.quality_score,
-            quality.label("qualifies"),
-            Post.actors.label("distinct_actors"),
+    post_columns = (
+        Post.post_id,
+        Post.creator_id,
+        Post.month,
+        Post.day,
+        Post.kind,
+        Post.deleted,
+        Post.characters,
+        Post.image_count,
+        Post.paragraphs,
+        Post.quality_score,
+        Post.actors,
+        Post.counted_month,
+        Post.counted_day,
+        Post.counted_quality,
+        qualifying(settings).label("qualifies"),
+    )
+    posts_of = select(*post_columns).join_from(
+        pairs, Post, and_(Post.creator_id == pairs.c.creator_id, Post.month == pairs.c.month)
+    )
+    changed_posts_of = select(*post_columns).where(
+        Post.post_id == func.any(bindparam("ids", type_=ARRAY(String)))
+    )
+    counted = unnested(
+        ids=("post_id", String),
+        counted_months=("counted_month", CHAR(7)),
+        counted_days=("counted_day", CHAR(10)),
+        counted_qualities=("counted_quality", Numeric(7, 6)),
+    )
+    set_counted = (
+        update(Post)
+        .where(Post.post_id == counted.c.post_id)
+        .values(
+            counted_month=counted.c.counted_month,
+            counted_day=counted.c.counted_day,
+            counted_quality=counted.c.counted_quality,
         )
-        .join_from(
-            pairs, Post, and_(Post.creator_id == pairs.c.creator_id, Post.month == pairs.c.month)
-        )
-        .where(Post.kind.is_not(None), ~Post.deleted)
+    )
+    first, last = (cast(pairs.c.month + day, CHAR(10)) for day in ("-01", "-31"))
+    day_in_pairs = and_(
+        CreatorDay.creator_id == pairs.c.creator_id, CreatorDay.day.between(first, last)
+    )
+    changes = unnested(
+        creators=("creator_id", String), days=("day", CHAR(10)), changes=("change", Integer)
+    )
+    added = insert(CreatorDay.__table__).from_select(
+        ["creator_id", "day", "qualifying_posts"],
+        select(changes.c.creator_id, changes.c.day, changes.c.change),
+    )
+    add_days = added.on_conflict_do_update(
+        index_elements=["creator_id", "day"],
+        set_={"qualifying_posts": CreatorDay.qualifying_posts + added.excluded.qualifying_posts},
+    )
+    delete_empty_days = delete(CreatorDay).where(
+        CreatorDay.creator_id == changes.c.creator_id,
+        CreatorDay.day == changes.c.day,
+        CreatorDay.qualifying_posts <= 0,
     )
     by_actor_day = (
         Interaction.creator_id,
@@ -415,19 +578,23 @@ def _build_recompute_statements(settings: Settings) -> _Statements:
     )
     statement = facts.from_arrays(CreatorMonth, UPSERTED)
     excluded = statement.excluded
+    month_in_pairs = and_(
+        CreatorMonth.creator_id == pairs.c.creator_id, CreatorMonth.month == pairs.c.month
+    )
     return _Statements(
+        kept_months=select(*CreatorMonth.__table__.c).join(pairs, month_in_pairs),
         posts_of=posts_of,
+        changed_posts_of=changed_posts_of,
+        set_counted=set_counted,
+        delete_days_of_pairs=delete(CreatorDay).where(day_in_pairs),
+        add_days=add_days,
+        delete_empty_days=delete_empty_days,
+        active_days_of=select(pairs.c.creator_id, pairs.c.month, func.count())
+        .join(CreatorDay, day_in_pairs)
+        .group_by(pairs.c.creator_id, pairs.c.month),
         counted_of_pairs=counted.join(pairs, in_pairs).group_by(*by_actor_day),
         counted_of_keys=counted.join(keys, in_keys).group_by(*by_actor_day),
         kept_of_keys=select(*ActorDay.__table__.c).join(keys, key_of_actor_day),
-        totals_of=select(
-            CreatorMonth.creator_id, CreatorMonth.month, CreatorMonth.interactions
-        ).join(
-            pairs,
-            and_(
-                CreatorMonth.creator_id == pairs.c.creator_id, CreatorMonth.month == pairs.c.month
-            ),
-        ),
         delete_of_pairs=delete(ActorDay).where(pair_of_actor_day),
         delete_of_keys=delete(ActorDay).where(key_of_actor_day),
         insert_actor_days=facts.from_arrays(ActorDay, ACTOR_DAY_COLUMNS),

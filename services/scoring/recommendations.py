@@ -54,8 +54,9 @@ PLACES = Decimal("0.000001")
 async def refresh_days(
     session: AsyncSession, settings: Settings, creator_months: set[tuple[str, str]]
 ) -> None:
-    """Rebuild the creator-days of the touched creator-months from the facts (settled months
-    too: recommendations read activity, not payouts). Only days with a qualifying post are
+    """Rebuild the creator-days of these creator-months from the facts: the settled months a
+    batch's late events touched (recommendations read activity, not payouts; an open month's
+    creator-days move with it, `months.recompute`). Only days with a qualifying post are
     kept."""
     pairs = sorted(creator_months)
     if not pairs:
