@@ -172,8 +172,11 @@ async def recompute(
     for key in sorted(keys or ()):
         keys_of.setdefault(key[:2], []).append(key)
     posts = sorted(set(changed_posts))
-    for start in range(0, len(open_pairs), RECOMPUTE_CHUNK):
-        chunk = open_pairs[start : start + RECOMPUTE_CHUNK]
+    # A batch's months in one go: a changed post may move from one of them to another, and is
+    # read once. A rebuild of every month in chunks.
+    size = RECOMPUTE_CHUNK if keys is None else max(len(open_pairs), 1)
+    for start in range(0, len(open_pairs), size):
+        chunk = open_pairs[start : start + size]
         chunk_keys = None if keys is None else [k for p in chunk for k in keys_of.get(p, ())]
         await _recompute_many(session, settings, chunk, chunk_keys, posts)
     if touch:  # precomputed standings and recommendations: their versions move
@@ -232,8 +235,7 @@ async def lock_creators(session: AsyncSession, creator_ids: Iterable[str]) -> No
     )
 
 
-# Creator-months rebuilt per statement: a few queries for all of them, whatever the count
-# (bounded so that a rescore of every month stays under PostgreSQL's bind parameter limit).
+# Creator-months rebuilt per round of statements by a rescore (its memory stays bounded).
 RECOMPUTE_CHUNK = 2000
 
 
