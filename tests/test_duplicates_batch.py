@@ -270,7 +270,8 @@ async def test_a_flood_inside_one_batch_reads_none_of_its_own_copies(
     """300 posts of one text in one batch (spam in a burst, or a large batch catching up), at
     one time and at spread times, in random order: each points at the first, and the
     later-candidates lookup reads none of the batch's copies (each used to read every copy
-    after it: the square of the flood, past the statement timeout at 2,000)."""
+    after it: the square of the flood, past the statement timeout at 2,000); in a later batch,
+    its copies read their earlier candidates once for all."""
     rng = random.Random(8)
     text = "".join(rng.choice(ALPHABET) for _ in range(150))
     flood = {f"f-{i:03d}": T0 + timedelta(seconds=i % 7) for i in range(300)}
@@ -291,15 +292,34 @@ async def test_a_flood_inside_one_batch_reads_none_of_its_own_copies(
     }
     await assert_origins(sessionmaker)
 
+    # The flood goes on in a later batch: its copies read the earlier candidates as one post
+    # (the first of the batch, then the others, which share its keys and its bound), not each.
+    more = {f"g-{i:03d}": T0 + timedelta(minutes=1) for i in range(300)}
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            insert(Post),
+            [{"post_id": p, "creator_id": "c", "time": t, "seq": 1} for p, t in more.items()],
+        )
+    async with sessionmaker() as session, session.begin():
+        read = later_rows_read(session, monkeypatch, duplicates._EARLIEST)
+        await index_posts(session, settings, [(p, text) for p in sorted(more, reverse=True)])
+    assert len(read) <= 2 * duplicates.CANDIDATES_PER_READ
+    assert {p: o for p, o in (await state(sessionmaker))[0].items() if p in more} == dict.fromkeys(
+        more, first
+    )
+    await assert_origins(sessionmaker)
 
-def later_rows_read(session, monkeypatch) -> list:
-    """The rows the later-candidates lookup returns in this session, as it reads them."""
+
+def later_rows_read(session, monkeypatch, lookup=None) -> list:
+    """The rows the later-candidates lookup (or `lookup`) returns in this session, as it reads
+    them."""
     rows: list = []
     execute = session.execute
+    lookup = lookup if lookup is not None else duplicates._LATER
 
     async def counting(statement, *args, **kwargs):
         result = await execute(statement, *args, **kwargs)
-        if statement is not duplicates._LATER:
+        if statement is not lookup:
             return result
         read = result.all()
         rows.extend(read)

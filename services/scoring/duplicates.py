@@ -355,7 +355,8 @@ async def index_posts(
             if row.signature is not None and row.signature != new_bytes:
                 handed_over.add(post_id)  # a post that had no signature is nobody's original
             row.signature = new_bytes
-    await _write_index(session, before, after, _origins_within(rule, after))
+    within = _origins_within(rule, after)
+    await _write_index(session, before, after, within)
 
     # The posts whose `duplicate_of` may change, with the value they have now.
     subjects = {
@@ -371,7 +372,7 @@ async def index_posts(
     indexed = [subjects[p] for p in ids if subjects[p].signature is not None]
     for later in await _later_similar_without_an_earlier_original(session, rule, indexed):
         subjects.setdefault(later.post_id, later)
-    originals = await _earliest_similar_before_each(session, rule, list(subjects.values()))
+    originals = await _earliest_similar_before_each(session, rule, list(subjects.values()), within)
     changed = sorted(
         (post_id, originals.get(post_id))
         for post_id, post in subjects.items()
@@ -448,9 +449,11 @@ def _columns(rows: list[tuple], names: tuple[str, ...]) -> dict[str, list]:
     return {name: [row[i] for row in rows] for i, name in enumerate(names)}
 
 
-def _lookup(rule: NearDuplicateRule, posts: list[_Indexed]) -> dict[str, list]:
-    """The parameters of a lookup for several posts: the nth post's id and time, and its band
-    keys as (n, key) rows (n from 1)."""
+def _lookup(
+    rule: NearDuplicateRule, posts: list[_Indexed], bounds: dict[str, tuple]
+) -> dict[str, list]:
+    """The parameters of a lookup for several posts: the nth post's id and time (or the (time,
+    id) of `bounds`), and its band keys as (n, key) rows (n from 1)."""
     numbers: list[int] = []
     keys: list[int] = []
     for n, post in enumerate(posts, start=1):
@@ -458,9 +461,10 @@ def _lookup(rule: NearDuplicateRule, posts: list[_Indexed]) -> dict[str, list]:
         post_keys = sorted(set(known))
         numbers += [n] * len(post_keys)
         keys += post_keys
+    at = [bounds.get(p.post_id, (p.time, p.post_id)) for p in posts]
     return {
-        "ids": [p.post_id for p in posts],
-        "times": [p.time for p in posts],
+        "ids": [post_id for _, post_id in at],
+        "times": [time for time, _ in at],
         "numbers": numbers,
         "keys": keys,
     }
@@ -474,11 +478,24 @@ READ_ON_FACTOR = 8
 
 
 async def _earliest_similar_before_each(
-    session: AsyncSession, rule: NearDuplicateRule, posts: list[_Indexed]
+    session: AsyncSession,
+    rule: NearDuplicateRule,
+    posts: list[_Indexed],
+    within: dict[str, tuple] | None = None,
 ) -> dict[str, str]:
     """{post: the earliest post before it (by time, then id) sharing a band key with it and
     similar to it}, for those that have one: read in time order, and the first similar
-    candidate ends a post's search."""
+    candidate ends a post's search.
+
+    `within` (`_origins_within`): a post's earliest similar post of its own batch, found in
+    memory. Only the candidates before that one are read; none similar, it is the original. The
+    copies of a flood inside one batch read what its first reads, not each other."""
+    within = within or {}
+    bounds = {
+        post.post_id: within[post.post_id]
+        for post in posts
+        if within.get(post.post_id, (post.time, post.post_id)) != (post.time, post.post_id)
+    }
     originals: dict[str, str] = {}
 
     def first_original(post: _Indexed, rows: list) -> bool:
@@ -495,7 +512,10 @@ async def _earliest_similar_before_each(
         _EARLIEST,
         {"after_times": "time", "after_ids": "post_id"},
         first_original,
+        bounds,
     )
+    for post_id, (_, earliest) in bounds.items():
+        originals.setdefault(post_id, earliest)
     return originals
 
 
@@ -506,31 +526,44 @@ async def _read_in_rounds(
     statement,
     cursor: dict[str, str],
     done: Callable[[_Indexed, list], bool],
+    bounds: dict[str, tuple] | None = None,
 ) -> None:
     """Read the candidates of every post with `statement`, all posts in one statement per
     round: `CANDIDATES_PER_READ` each at first, then `READ_ON_FACTOR` times as many. Each post
     reads from a cursor (the parameters of `cursor`, from those columns of its last row read;
-    at first, before everything). `done(post, rows)` sees each read; a post it says is done,
-    or whose read was not full, reads no more."""
+    at first, before everything), and relative to its own (time, id) or, in `bounds`, to
+    another's. `done(post, rows)` sees each read; a post it says is done, or whose read was not
+    full, reads no more."""
     todo = [p for p in posts if p.signature is not None and p.time is not None]
     at_first = {"after_times": datetime.min.replace(tzinfo=UTC)}
     cursors = {post.post_id: {name: at_first.get(name, "") for name in cursor} for post in todo}
+    bounds = bounds or {}
     chunk = CANDIDATES_PER_READ
     while todo:
-        lookup = _lookup(rule, todo)
+        # Posts that would read the same rows (the same keys, bound and cursor: the copies of a
+        # flood in one batch) read them once, as one.
+        alike: dict[tuple, list[_Indexed]] = {}
+        for post in todo:
+            keys = post.keys if post.keys is not None else rule.band_keys(post.signature)
+            at = bounds.get(post.post_id, (post.time, post.post_id))
+            place = tuple(cursors[post.post_id].values())
+            alike.setdefault((frozenset(keys), at, place), []).append(post)
+        readers = [posts[0] for posts in alike.values()]
+        lookup = _lookup(rule, readers, bounds)
         for name in cursor:
-            lookup[name] = [cursors[post.post_id][name] for post in todo]
-        read: list[list] = [[] for _ in todo]
+            lookup[name] = [cursors[post.post_id][name] for post in readers]
+        read: list[list] = [[] for _ in readers]
         for row in await session.execute(statement, {**lookup, "limit": chunk}):
             read[row.ord - 1].append(row)
         reading_on = []
-        for post, rows in zip(todo, read, strict=True):
-            if not done(post, rows) and len(rows) == chunk:
-                last = rows[-1]
-                cursors[post.post_id] = {
-                    name: getattr(last, column) for name, column in cursor.items()
-                }
-                reading_on.append(post)
+        for posts, rows in zip(alike.values(), read, strict=True):
+            for post in posts:
+                if not done(post, rows) and len(rows) == chunk:
+                    last = rows[-1]
+                    cursors[post.post_id] = {
+                        name: getattr(last, column) for name, column in cursor.items()
+                    }
+                    reading_on.append(post)
         todo = reading_on
         chunk = CANDIDATES_PER_READ * READ_ON_FACTOR
 
