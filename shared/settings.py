@@ -139,10 +139,9 @@ class Settings(BaseSettings):
     consumer_batch_sizes: dict[str, PositiveInt] = Field(
         default={},
         description='events per batch, at most, of these groups (JSON, e.g. {"scoring": 2000}):'
-        " a scoring batch rebuilds every creator-month it touched, whose cost grows with a busy"
-        " creator's month, not with the batch, so larger batches share it among more events; but"
-        " a flood of one text within one batch costs the square of its size (docs/benchmarks.md,"
-        " profile 10)",
+        " a scoring batch has costs that do not grow with it (a statement per table, the"
+        " standings versions, the commit), so larger batches catch up faster; a group that keeps"
+        " up takes what arrived within consumer_batch_wait_ms anyway (docs/operations.md)",
     )
     consumer_batch_wait_ms: int = Field(default=200, ge=1, description="wait for a batch, at most")
     consumer_poll_interval_ms: int = Field(default=100, ge=1, description="embedded log polling")

@@ -146,8 +146,8 @@ async def recompute(
     changed_posts: Iterable[str] = (),
     touch: bool = True,
 ) -> list[tuple[str, str]]:
-    """Rebuild the creator-months from the facts, but those of settled months; return the
-    (creator, month) pairs that were settled already (late events). Without `touch`, the caller
+    """Bring the creator-months up to date with the facts, but those of settled months; return
+    the (creator, month) pairs that were settled already (late events). Without `touch`, the caller
     moves the months' standings versions itself (`standings.touch`), later in its transaction.
 
     With `changed_actor_days` (a consumer's batch: every actor-day whose counted interactions
