@@ -481,6 +481,13 @@ def unnested(**arrays: Any) -> Any:
     ).subquery()
 
 
+def creator_days_of(pairs: Any) -> Any:
+    """The condition "a creator-day of one of `pairs`" (a subquery of creator_id, month): its
+    creator, a day of its month (the primary key's range)."""
+    first, last = (cast(pairs.c.month + day, CHAR(10)) for day in ("-01", "-31"))
+    return and_(CreatorDay.creator_id == pairs.c.creator_id, CreatorDay.day.between(first, last))
+
+
 def _build_recompute_statements(settings: Settings) -> _Statements:
     pairs = unnested(creators=("creator_id", String), months=("month", CHAR(7)))
     keys = unnested(
@@ -527,10 +534,7 @@ def _build_recompute_statements(settings: Settings) -> _Statements:
             counted_quality=counted.c.counted_quality,
         )
     )
-    first, last = (cast(pairs.c.month + day, CHAR(10)) for day in ("-01", "-31"))
-    day_in_pairs = and_(
-        CreatorDay.creator_id == pairs.c.creator_id, CreatorDay.day.between(first, last)
-    )
+    day_in_pairs = creator_days_of(pairs)
     changes = unnested(
         creators=("creator_id", String), days=("day", CHAR(10)), changes=("change", Integer)
     )

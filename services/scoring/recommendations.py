@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from sqlalchemy import CHAR, String, and_, cast, delete, func, select
+from sqlalchemy import CHAR, String, and_, delete, func, select
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -75,10 +75,7 @@ def _days_statements(settings: Settings) -> tuple:
     rule = months.counting_rule(settings)
     if rule not in _DAYS_STATEMENTS:
         pairs = months.unnested(creators=("creator_id", String), months=("month", CHAR(7)))
-        first, last = (cast(pairs.c.month + day, CHAR(10)) for day in ("-01", "-31"))
-        remove = delete(CreatorDay).where(
-            CreatorDay.creator_id == pairs.c.creator_id, CreatorDay.day.between(first, last)
-        )
+        remove = delete(CreatorDay).where(months.creator_days_of(pairs))
         fill = CreatorDay.__table__.insert().from_select(
             ["creator_id", "day", "qualifying_posts"],
             select(Post.creator_id, Post.day, func.count())
