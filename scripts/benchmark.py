@@ -1046,7 +1046,9 @@ def main() -> int:
     parser.add_argument("--read-creators", type=int, help="for bench_reads (100,000; 5,000)")
     parser.add_argument("--limit-rows", type=int, default=200_000, help="rows of the limits")
     parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--concurrency", type=int, default=4, help="batch posters")
+    parser.add_argument(
+        "--concurrency", type=int, default=8, help="batch posters (and the limits' connections)"
+    )
     parser.add_argument("--web-processes", type=int, default=2, help="serve_web_processes")
     parser.add_argument(
         "--workers-apart",

@@ -1,7 +1,9 @@
 """One command, several processes, so that one machine's cores are all used.
 
-With `serve_web_processes` N > 1, N HTTP processes share the listening socket (the kernel hands
-each connection to one of them); each serves every API of the command. With
+With `serve_web_processes` N > 1, N HTTP processes listen on the port, each on a socket of its own
+bound with SO_REUSEPORT, so that the kernel spreads the connections over them (on one shared
+socket, the process that wakes first accepts every pending connection: a few keep-alive clients
+opened together all landed on one process); each serves every API of the command. With
 `serve_workers_apart`, each consumer group runs in a process of its own (with its outbox's
 relay: badges and the rewards relay), or in `serve_group_processes` of them (on Kafka they
 share the topic's partitions), and the events relay stays with the first HTTP process, where
@@ -10,8 +12,10 @@ single process runs, on the same database and bus, so their correctness is that 
 of a group, which the buses already guarantee (docs/architecture.md, "The bus").
 
 The parent only supervises: it prepares the database (the embedded PostgreSQL lives as long as
-it does), binds the port, starts the children, starts again one that dies (after a pause), and
-on SIGTERM or SIGINT stops them all; each finishes the batch in hand, as a single process does.
+it does), holds the port (bound, not listening: taken or not is known before any child starts),
+starts the children, starts again one that dies (after a pause; the connections waiting in its
+socket's queue are lost with it), and on SIGTERM or SIGINT stops them all; each finishes the
+batch in hand, as a single process does.
 """
 
 from __future__ import annotations
@@ -70,7 +74,8 @@ def plan(services: tuple[str, ...], settings: Settings) -> list[Child]:
 
 def serve(services: tuple[str, ...], settings: Settings, url: str, host: str, port: int) -> None:
     """Run the command's processes until SIGTERM or SIGINT; then stop them all."""
-    listener = _listen(host, port)
+    held = _hold(host, port)
+    port = held.getsockname()[1]
     context = multiprocessing.get_context("spawn")  # a clean interpreter each, no forked loop
     children = plan(services, settings)
     running: dict[Child, multiprocessing.process.BaseProcess] = {}
@@ -85,7 +90,10 @@ def serve(services: tuple[str, ...], settings: Settings, url: str, host: str, po
 
     def start(child: Child) -> None:
         process = context.Process(
-            target=_run_child, args=(child, url, listener), name=child.name, daemon=False
+            target=_run_child,
+            args=(child, url, None if REUSE_PORT else held, (host, port)),
+            name=child.name,
+            daemon=False,
         )
         process.start()
         running[child] = process
@@ -113,27 +121,51 @@ def serve(services: tuple[str, ...], settings: Settings, url: str, host: str, po
             logger.error("process did not stop in time; killed", extra={"child": child.name})
             process.kill()
             process.join(5)
-    listener.close()
+    held.close()
 
 
-def _listen(host: str, port: int) -> socket.socket:
+# Linux spreads a port's connections over the listening sockets that share it; elsewhere the
+# option exists but does not balance, so the children share the parent's socket there.
+REUSE_PORT = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
+
+
+def _hold(host: str, port: int) -> socket.socket:
+    """The parent's socket: the listening one the children share, or, with SO_REUSEPORT, one
+    bound only, which keeps the port. Any process of the same user could then join the port and
+    silently take a share of its connections (a second `serve` started by mistake), so a plain
+    bind comes first: it fails, as a lone server's would, while anything holds the port."""
+    if not REUSE_PORT:
+        return _bind(host, port, listen=True)
+    probe = _bind(host, port, listen=False, reuse_port=False)
+    port = probe.getsockname()[1]
+    probe.close()
+    return _bind(host, port, listen=False)
+
+
+def _bind(host: str, port: int, *, listen: bool, reuse_port: bool = REUSE_PORT) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((host, port))
-    listener.listen(2048)
-    listener.set_inheritable(True)
-    return listener
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    if listen:
+        sock.listen(2048)
+        sock.set_inheritable(True)
+    return sock
 
 
-def _run_child(child: Child, url: str, listener: socket.socket) -> None:
+def _run_child(
+    child: Child, url: str, shared: socket.socket | None, address: tuple[str, int]
+) -> None:
     _name_process(f"ca-{child.name}")
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
     if child.kind == "web":
-        _run_web(child, settings, url, listener)
+        _run_web(child, settings, url, shared or _bind(*address, listen=True))
     else:
-        listener.close()
+        if shared is not None:
+            shared.close()
         _run_loop(_run_workers(child, settings, url))
 
 

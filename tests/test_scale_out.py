@@ -19,8 +19,10 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import psutil
 import pytest
 
+from services import supervisor
 from services.runtime import ALL, Runtime
 from tests.brokers import free_port
 from tests.conftest import fresh_database, make_settings
@@ -248,10 +250,43 @@ async def test_three_processes_per_group_give_the_projections_of_one(
     assert not differ  # the rows of either run that the other lacks
 
 
+def _connections(process: psutil.Process, port: int, status: str) -> int:
+    return sum(
+        1 for c in process.net_connections("tcp") if c.laddr.port == port and c.status == status
+    )
+
+
+async def connections_per_web_process(pid: int, port: int, web: int, opened: int) -> list[int]:
+    """Once the command's `web` HTTP processes all listen, open `opened` connections at once (as
+    a load's clients do) and count, per HTTP process, the connections it accepted."""
+    for _ in range(600):
+        listening = [
+            child
+            for child in psutil.Process(pid).children(recursive=True)
+            if _connections(child, port, psutil.CONN_LISTEN)
+        ]
+        if len(listening) == web:
+            break
+        await asyncio.sleep(0.05)
+    streams = await asyncio.gather(
+        *(asyncio.open_connection("127.0.0.1", port) for _ in range(opened))
+    )
+    try:
+        for _ in range(100):
+            counts = [_connections(c, port, psutil.CONN_ESTABLISHED) for c in listening]
+            if sum(counts) >= opened:
+                break
+            await asyncio.sleep(0.05)
+        return counts
+    finally:
+        for _, writer in streams:
+            writer.close()
+
+
 async def test_serve_split_over_processes_processes_events_and_stops_on_sigterm(database_url):
     """`creator-activity serve` with two HTTP processes and each consumer group in two processes
-    of its own (one command): it accepts on one port, every group applies each event once,
-    SIGTERM stops all."""
+    of its own (one command): it accepts on one port, the kernel spreads the connections over both
+    HTTP processes, every group applies each event once, SIGTERM stops all."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("CREATOR_ACTIVITY_")},
         "CREATOR_ACTIVITY_DATABASE_URL": database_url.replace("+asyncpg", ""),
@@ -274,7 +309,11 @@ async def test_serve_split_over_processes_processes_events_and_stops_on_sigterm(
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=ADMIN) as client:
             await wait_until_ready(client, process, within=90)
-            for _ in range(4):  # several connections: both HTTP processes take some
+            spread = await connections_per_web_process(process.pid, port, web=2, opened=16)
+            assert len(spread) == 2 and min(spread) > 0, spread  # both take connections
+            with pytest.raises(OSError):  # a second command on the port fails, takes none
+                supervisor._hold("127.0.0.1", port)
+            for _ in range(4):
                 async with httpx.AsyncClient(
                     base_url=f"http://127.0.0.1:{port}", headers=ADMIN
                 ) as one:
