@@ -8,12 +8,14 @@ stale state is **due** for a refresh unless it is younger than `standings_refres
 
 A refresh runs in a transaction of its own under a transaction-level advisory lock per key:
 one refresher at a time; a reader that cannot take the lock serves the table as it is (a
-reader finding no table at all waits for it). The table is replaced within that transaction,
+reader finding no table at all waits for it: one reader per process at a time, its own
+connection back in the pool meanwhile). The table is replaced within that transaction,
 so a reader sees the old rows or the new ones, never a mix.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import zlib
 from dataclasses import dataclass
@@ -79,6 +81,40 @@ async def state(session: AsyncSession, key: str) -> State:
     of a precomputed list starts with it)."""
     row = await (await driver(session)).fetchrow(_STATE, key)
     return State(key=key, **row)
+
+
+async def release(session: AsyncSession) -> None:
+    """Hand a read's connection back to the pool before it refreshes a key, which takes a
+    session of its own (the session takes a connection again at its next statement). A reader
+    waiting for a refresh held two connections, and the readers waiting for one refresh
+    together took a process's whole pool: 503s at 32 concurrent ranking reads.
+
+    Only a request's read session (`shared.web.get_read_session`: autocommit, no transaction to
+    keep) is released; a caller's transaction (the operator page's) keeps its connection, as the
+    caller expects of it."""
+    if _autocommit(session):
+        await session.commit()  # no COMMIT is sent in autocommit; the connection goes back
+
+
+def _autocommit(session: AsyncSession) -> bool:
+    bind = session.bind
+    return bind is not None and bind.get_execution_options().get("isolation_level") == (
+        "AUTOCOMMIT"
+    )
+
+
+# The readers of one process that wait for a key's refresh queue here, not each on a pooled
+# connection in PostgreSQL's lock queue: (the event loop, its lock) by key.
+_WAITING: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = {}
+
+
+def waiting_line(key: str) -> asyncio.Lock:
+    """This process's lock for the readers waiting for `key`'s refresh."""
+    loop = asyncio.get_running_loop()
+    held = _WAITING.get(key)
+    if held is None or held[0] is not loop:  # a lock belongs to one event loop
+        held = _WAITING[key] = (loop, asyncio.Lock())
+    return held[1]
 
 
 async def lock(session: AsyncSession, key: str, *, wait: bool) -> bool:

@@ -338,6 +338,15 @@ async def refresh(
     month = month_of(now, settings.timezone)
     for read in (month, _previous_month(month)):
         await standings_table.refresh(sessionmaker, settings, read, wait=True, now=now)
+    if wait:
+        async with freshness.waiting_line(KEY):
+            return await _refresh(sessionmaker, settings, wait=True, now=now)
+    return await _refresh(sessionmaker, settings, wait=False, now=now)
+
+
+async def _refresh(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, *, wait: bool, now: datetime
+) -> bool:
     async with sessionmaker() as session, session.begin():
         if not await freshness.lock(session, KEY, wait=wait):
             return False
@@ -381,6 +390,7 @@ async def served(
     )
     if due:
         wait = standings_table.must_wait(state, settings.standings_refresh_seconds)
+        await freshness.release(session)
         await refresh(sessionmaker, settings, wait=wait, now=now)
     rows = await (await driver(session)).fetch(_FIRST, limit)
     return [Recommendation(**{name: row[name] for name in COLUMNS[1:]}) for row in rows]

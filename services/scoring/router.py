@@ -11,7 +11,15 @@ from fastapi import APIRouter, Header, Path, Query, Response
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
-from services.scoring import consumer, explain, leaderboard, settlement, standings, standings_table
+from services.scoring import (
+    consumer,
+    explain,
+    freshness,
+    leaderboard,
+    settlement,
+    standings,
+    standings_table,
+)
 from services.scoring.models import Settlement, SettlementEntry
 from shared.db import driver
 from shared.errors import Conflict, Forbidden, NotFound, Unauthorized, error_responses
@@ -244,6 +252,7 @@ async def _live_standing(session, context, creator_id: str, month: str, in_force
     ):
         _, standing = await standings_table.of_creator(session, month, creator_id)
     if standing is None:
+        await freshness.release(session)
         await standings_table.refresh(context.sessionmaker, settings, month, wait=True)
         _, standing = await standings_table.of_creator(session, month, creator_id)
     if standing is None:

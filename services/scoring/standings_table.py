@@ -80,7 +80,22 @@ async def refresh(
     now: datetime | None = None,
 ) -> bool:
     """Recompute the month's table if it is stale (checked again under the month's lock);
-    True if it did. Without `wait`, gives up when another refresh holds the lock."""
+    True if it did. Without `wait`, gives up when another refresh holds the lock; with it, this
+    process's waiters queue on `freshness.waiting_line`, one at a time in PostgreSQL's."""
+    if wait:
+        async with freshness.waiting_line(month):
+            return await _refresh(sessionmaker, settings, month, wait=True, now=now)
+    return await _refresh(sessionmaker, settings, month, wait=False, now=now)
+
+
+async def _refresh(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    month: str,
+    *,
+    wait: bool,
+    now: datetime | None,
+) -> bool:
     async with sessionmaker() as session, session.begin():
         if not await freshness.lock(session, month, wait=wait):
             return False
@@ -153,6 +168,7 @@ async def refresh_if_due(
     if not state.due(fingerprint, now, interval):
         return False
     wait = must_wait(state, interval)
+    await freshness.release(session)
     await refresh(sessionmaker, settings, state.key, wait=wait, now=now)
     return True
 

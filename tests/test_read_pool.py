@@ -1,0 +1,65 @@
+"""Readers waiting for a refresh do not take the pool (services/scoring/freshness.py): a
+reader gives its connection back before it refreshes, and the readers of one process wait for
+a key's refresh one at a time. Each used to hold two connections while it waited, and readers
+waiting together for one refresh took the whole pool: 503s at 32 concurrent ranking reads in
+the full benchmark runs (docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from services.scoring import freshness
+from shared.program_time import month_of
+from tests.system import ADMIN
+from tests.test_recommendations import certify, send
+from tests.test_standings import like, post
+
+READERS = 12
+
+
+@pytest.fixture
+def settings_overrides():
+    # 4 connections in all (2 + 2 overflow), a second's wait for one: twelve readers holding
+    # two each would time out within the test
+    return {"db_pool_size": 2, "db_pool_timeout_s": 1}
+
+
+async def test_readers_waiting_for_a_refresh_hold_no_connection(system):
+    now = datetime.now(UTC)
+    month = month_of(now, system.runtime.settings.timezone)
+    when = now - timedelta(minutes=5)
+    await certify(system, "c-1", now - timedelta(days=400))
+    await send(system, [post("c-1", "p-1", when), like("c-1", "p-1", "a-1", when)])
+    await system.wait_until_processed()
+
+    # Another refresh of the month holds its lock (a refresher on a busy month): every reader
+    # finds the month's table stale (no staleness tolerated in the tests) and must wait.
+    holder = await asyncpg.connect(system.database_url.replace("+asyncpg", ""))
+    try:
+        locked = holder.transaction()
+        await locked.start()
+        await holder.execute(
+            "SELECT pg_advisory_xact_lock($1, $2)",
+            freshness.LOCK_CLASS,
+            zlib.crc32(month.encode()) - 2**31,
+        )
+        reads = [
+            asyncio.create_task(
+                system.client.get(f"/v1/rankings/{month}", headers=ADMIN, timeout=30)
+            )
+            for _ in range(READERS)
+        ]
+        await asyncio.sleep(2)  # twice the pool's timeout: every reader is waiting by now
+        assert not any(read.done() for read in reads)
+        await locked.rollback()
+    finally:
+        await holder.close()
+    responses = await asyncio.gather(*reads)
+    assert [r.status_code for r in responses] == [200] * READERS, responses[0].text
+    assert {tuple(e["creator_id"] for e in r.json()["entries"]) for r in responses} == {("c-1",)}
+
