@@ -29,7 +29,7 @@ from shared.errors import install_error_handlers
 from shared.migrate import prepare_database
 from shared.openapi import install_openapi
 from shared.settings import Settings
-from shared.web import Context, install_body_limits
+from shared.web import Context, install_body_limits, install_pool_holder_names
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +150,7 @@ class Runtime:
 
     async def _supervise(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
         """Run a worker until the bus stops; restart it, after a pause, if it crashes."""
+        db.POOL_HOLDER.set(name)  # this task's own context: its connections carry its name
         stopping = self.context.bus.stopping
         delay = self.settings.consumer_retry_initial_ms / 1000
         while not stopping.is_set():
@@ -192,6 +193,7 @@ class Runtime:
             app.state.context = self.context
         install_error_handlers(app)
         install_body_limits(app, self.settings)  # size and nesting of every body
+        install_pool_holder_names(app)  # who held the pool, when it runs out
         install_openapi(app, self.settings)  # every error of every operation, in one place
         app.include_router(ops.router)
         app.state.metrics_refreshers = [m for service in self.services for m in service.metrics]

@@ -5,12 +5,16 @@ from __future__ import annotations
 import atexit
 import logging
 import warnings
+import weakref
+from collections import Counter
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, event
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -111,7 +115,7 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
         "lock_timeout": str(settings.db_lock_timeout_ms),
         "idle_in_transaction_session_timeout": str(settings.db_idle_in_transaction_timeout_ms),
     }
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
@@ -122,6 +126,32 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
             "timeout": settings.db_connect_timeout_s,
         },
     )
+    _track_holders(engine.sync_engine)
+    return engine
+
+
+# Who holds the pooled connections, so that a 503 for an exhausted pool can say: each checkout
+# is labelled with its holder (a request's path, a worker's name), set where the work starts.
+POOL_HOLDER: ContextVar[str] = ContextVar("pool_holder", default="other")
+_HOLDERS: weakref.WeakKeyDictionary[Engine, dict[int, str]] = weakref.WeakKeyDictionary()
+
+
+def _track_holders(engine: Engine) -> None:
+    held = _HOLDERS[engine] = {}
+
+    @event.listens_for(engine, "checkout")
+    def _out(_connection: Any, record: Any, _proxy: Any) -> None:
+        held[id(record)] = POOL_HOLDER.get()  # SQLAlchemy's greenlet runs in the caller's context
+
+    @event.listens_for(engine, "checkin")
+    def _in(_connection: Any, record: Any) -> None:
+        held.pop(id(record), None)
+
+
+def pool_holders(engine: AsyncEngine) -> dict[str, int]:
+    """The engine's checked-out connections now, by holder, most first."""
+    held = _HOLDERS.get(engine.sync_engine, {})
+    return dict(Counter(held.values()).most_common())
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from shared.db import pool_holders
 from shared.routes import allowed_methods
 
 logger = logging.getLogger(__name__)
@@ -156,6 +157,19 @@ def is_unavailable(exc: BaseException) -> bool:
     return False
 
 
+def _pool_exhausted(exc: BaseException) -> bool:
+    """No pooled connection came within the pool's timeout (SQLAlchemy raises its own
+    TimeoutError, possibly as the cause of another)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, sa_exc.TimeoutError):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def _http_error(status_code: int) -> str:
     if status_code in HTTP_ERRORS:
         return HTTP_ERRORS[status_code][0]
@@ -201,10 +215,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _database(request: Request, exc: Exception) -> JSONResponse:
         if not is_unavailable(exc):
             raise exc  # a bug: the 500 handler below answers it and it is logged
-        logger.warning(
-            "database unavailable",
-            extra={"path": request.url.path, "error": repr(exc)[:500]},
-        )
+        extra = {"path": request.url.path, "error": repr(exc)[:500]}
+        context = getattr(request.app.state, "context", None)
+        if context is not None and _pool_exhausted(exc):
+            extra["pool_holders"] = pool_holders(context.engine)
+        logger.warning("database unavailable", extra=extra)
         error = Unavailable(
             "the database is unavailable; retry later", retry_after=_retry_after(request)
         )

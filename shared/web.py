@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.auth import ApiKey, RateLimiter, authenticate
 from shared.auth import Scope as KeyScope
 from shared.bus import Bus
+from shared.db import POOL_HOLDER
 from shared.errors import AppError, BadRequest, PayloadTooLarge
 from shared.settings import Settings
 
@@ -206,6 +207,23 @@ class LimitRequestBodies:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+class NamePoolHolder:
+    """Labels the connections a request takes from the pool with its method and path, which
+    the log line of an exhausted pool counts (`shared.db.pool_holders`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            POOL_HOLDER.set(f"{scope['method']} {scope['path']}")  # the request's own context
+        await self.app(scope, receive, send)
+
+
+def install_pool_holder_names(app: FastAPI) -> None:
+    app.add_middleware(NamePoolHolder)
 
 
 def install_body_limits(app: FastAPI, settings: Settings) -> None:

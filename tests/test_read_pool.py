@@ -63,3 +63,31 @@ async def test_readers_waiting_for_a_refresh_hold_no_connection(system):
     assert [r.status_code for r in responses] == [200] * READERS, responses[0].text
     assert {tuple(e["creator_id"] for e in r.json()["entries"]) for r in responses} == {("c-1",)}
 
+
+async def test_a_503_for_an_exhausted_pool_names_who_holds_it(system, caplog):
+    """When no connection comes within the pool's timeout, the log line of the 503 counts the
+    connections held, by request path or worker: what an operator needs to find the cause."""
+    month = month_of(datetime.now(UTC), system.runtime.settings.timezone)
+    holder = await asyncpg.connect(system.database_url.replace("+asyncpg", ""))
+    try:
+        locked = holder.transaction()
+        await locked.start()
+        # every ranking read blocks on this table, holding its pooled connection
+        await holder.execute("LOCK TABLE scoring_standings_refreshes IN ACCESS EXCLUSIVE MODE")
+        reads = [
+            asyncio.create_task(
+                system.client.get(f"/v1/rankings/{month}", headers=ADMIN, timeout=30)
+            )
+            for _ in range(6)  # the pool has 4
+        ]
+        await asyncio.sleep(1.5)  # past the pool's timeout of 1 s
+        await locked.rollback()
+    finally:
+        await holder.close()
+    statuses = sorted(r.status_code for r in await asyncio.gather(*reads))
+    assert 503 in statuses and 200 in statuses, statuses
+    exhausted = [r for r in caplog.records if r.getMessage() == "database unavailable"]
+    assert exhausted, "the 503 is logged"
+    held = exhausted[0].pool_holders
+    assert held.get(f"GET /v1/rankings/{month}", 0) >= 2, held
+    assert sum(held.values()) == 4, held  # the whole pool, every connection named
