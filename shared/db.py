@@ -193,6 +193,10 @@ class Driver:
         return await self._run(self._raw.copy_records_to_table, table, **kwargs)
 
     async def _run(self, call, *args: Any, **kwargs: Any):
+        if self._connection.closed:
+            # The session gave its connection back (a read waiting for a refresh does): the
+            # raw connection may be another holder's by now. Take `driver(session)` again.
+            raise RuntimeError("a driver used after its session released the connection")
         try:
             return await call(*args, **kwargs)
         except asyncpg.PostgresError as exc:

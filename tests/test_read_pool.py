@@ -48,11 +48,10 @@ async def test_readers_waiting_for_a_refresh_hold_no_connection(system):
             freshness.LOCK_CLASS,
             zlib.crc32(month.encode()) - 2**31,
         )
+        paths = [f"/v1/rankings/{month}", f"/v1/creators/c-1/months/{month}"]
         reads = [
-            asyncio.create_task(
-                system.client.get(f"/v1/rankings/{month}", headers=ADMIN, timeout=30)
-            )
-            for _ in range(READERS)
+            asyncio.create_task(system.client.get(paths[n % 2], headers=ADMIN, timeout=30))
+            for n in range(READERS)
         ]
         await asyncio.sleep(2)  # twice the pool's timeout: every reader is waiting by now
         assert not any(read.done() for read in reads)
@@ -61,7 +60,10 @@ async def test_readers_waiting_for_a_refresh_hold_no_connection(system):
         await holder.close()
     responses = await asyncio.gather(*reads)
     assert [r.status_code for r in responses] == [200] * READERS, responses[0].text
-    assert {tuple(e["creator_id"] for e in r.json()["entries"]) for r in responses} == {("c-1",)}
+    rankings, months = responses[0::2], responses[1::2]
+    assert {tuple(e["creator_id"] for e in r.json()["entries"]) for r in rankings} == {("c-1",)}
+    # the creator month's statements after the wait ran on a connection of its own again
+    assert {(r.json()["posts"], r.json()["rank"]) for r in months} == {(1, 1)}
 
 
 async def test_a_503_for_an_exhausted_pool_names_who_holds_it(system, caplog):

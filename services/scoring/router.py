@@ -143,8 +143,7 @@ async def get_creator_month(
     settings = context.settings
     language = preferred_language(accept_language)
     response.headers["Content-Language"] = language
-    connection = await driver(session)  # the statements of every month view
-    found = await connection.fetchrow(_CREATOR_MONTH, creator_id, month)
+    found = await (await driver(session)).fetchrow(_CREATOR_MONTH, creator_id, month)
     if found is None:
         raise NotFound(f"no activity of creator {creator_id!r} in {month}")
     row = SimpleNamespace(**found)
@@ -158,7 +157,8 @@ async def get_creator_month(
         else await _live_standing(session, context, creator_id, month, in_force)
     )
     certified = entry is not None or bool(standing and standing.stats.certified)
-    posts = await connection.fetch(_POSTS_OF_MONTH, creator_id, month)
+    # a driver taken again: waiting for a refresh above may have released the connection
+    posts = await (await driver(session)).fetch(_POSTS_OF_MONTH, creator_id, month)
     non_qualifying = []
     for post in map(lambda record: SimpleNamespace(**record), posts):
         codes = explain.reasons(post, settings)
