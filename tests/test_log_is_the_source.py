@@ -3,15 +3,19 @@ garbles, every group ends up with every accepted event applied once."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import zlib
 from datetime import UTC, datetime
 
+import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from services.scoring.months import MONTH_LOCK_CLASS
 from shared.events import BusEvent
 from tests.conftest import make_settings, running
 from tests.system import post_created, run_cli
@@ -134,6 +138,53 @@ async def test_a_group_catches_up_from_the_log_what_the_topic_lost(system):
     assert await posts_counted(system, "c-1") == 22
     [row] = await system.sql("SELECT count(*) AS n FROM dead_letters")
     assert row["n"] == 0
+
+
+async def hold_the_month(system, seconds: float) -> None:
+    """Post five events of November while the month's lock is held (as a settlement holds it):
+    scoring's batch waits on it, its floor stays put while the topic holds its events. A lock
+    of the session, not of a transaction: that would hold the log's stable end, and the relay
+    would publish nothing."""
+    blocker = await asyncpg.connect(system.database_url.replace("+asyncpg", ""))
+    month_key = zlib.crc32(b"2026-11") - 2**31
+    try:
+        await blocker.execute("SELECT pg_advisory_lock($1, $2)", MONTH_LOCK_CLASS, month_key)
+        await system.post_events([post_created("c-1") for _ in range(5)])  # in 2026-11
+        await asyncio.sleep(seconds)
+        await blocker.execute("SELECT pg_advisory_unlock($1, $2)", MONTH_LOCK_CLASS, month_key)
+    finally:
+        await blocker.close()
+
+
+def caught_up_from_the_log(caplog) -> list[str]:
+    return [r.group for r in caplog.records if r.getMessage().startswith("events missing")]
+
+
+async def test_a_long_batch_of_one_group_sends_no_other_group_to_the_log(system, caplog):
+    """Scoring's batch waits, holding its transaction: the log's stable end stays below the
+    events, and so does badges' floor, although badges applied them all. Nothing is missing
+    from the topic: no group applies the log a second time."""
+    await hold_the_month(system, 3)  # floor intervals and catch-up delays, many times over
+    await system.wait_until_processed()
+    assert await posts_counted(system, "c-1") == 5
+    assert caught_up_from_the_log(caplog) == []
+
+
+class TestASlowGroup:
+    @pytest.fixture
+    def settings_overrides(self):
+        # scoring's batch gives up on the month's lock quickly and is tried again: short
+        # transactions, the stable end moves, the floor stays below the published events
+        return {"consumer_catch_up_after_ms": 300, "db_lock_timeout_ms": 100}
+
+    async def test_is_not_caught_up_from_the_log(self, system, caplog):
+        """A group behind on the topic keeps its floor below what the relay published: that is
+        slowness, not a topic that lost events, and the log must not apply the backlog a second
+        time beside the consumers (a full benchmark run did: twice PostgreSQL's work)."""
+        await hold_the_month(system, 3)
+        await system.wait_until_processed()
+        assert await posts_counted(system, "c-1") == 5
+        assert caught_up_from_the_log(caplog) == []
 
 
 class TestReplayCommand:

@@ -368,7 +368,9 @@ class KafkaBus:
         )
         consumer.subscribe([self.topic], listener=_FinishBatchBeforeRevoke(in_flight, group))
         await consumer.start()
-        floor_keeper = asyncio.create_task(self._keep_floor(processor), name=f"floor:{group}")
+        floor_keeper = asyncio.create_task(
+            self._keep_floor(processor, consumer), name=f"floor:{group}"
+        )
         logger.info("consumer started", extra={"group": group, "bus": self.kind})
         try:
             while not self.stopping.is_set():
@@ -434,10 +436,10 @@ class KafkaBus:
                 delay = min(delay * 2, self.settings.consumer_retry_max_ms / 1000)
         return None
 
-    async def _keep_floor(self, processor: BatchProcessor) -> None:
+    async def _keep_floor(self, processor: BatchProcessor, consumer: AIOKafkaConsumer) -> None:
         """Move the group's floor up behind its markers (pruning them), never past the log's
-        stable end, and when it stays stuck below what the relay has published, apply the
-        missing events from the log."""
+        stable end, and when it stays stuck below what the relay has published while the group
+        has read all the topic holds, apply the missing events from the log."""
         group = processor.group
         interval = self.settings.consumer_floor_interval_ms / 1000
         heal_after = self.settings.consumer_catch_up_after_ms / 1000
@@ -455,10 +457,17 @@ class KafkaBus:
                 continue
             if floor is None:  # another process of the group is at it
                 continue
-            if floor != last_floor or floor >= published:
+            # At the stable end, a transaction still running holds the floor (a long batch of
+            # another group): nothing is known missing yet.
+            if floor != last_floor or floor >= min(published, up_to):
                 last_floor, stuck_since = floor, time.monotonic()
                 continue
             if time.monotonic() - stuck_since >= heal_after:
+                if await self._unread_on_topic(consumer):
+                    # A slow group, not a topic that lost events: catching up would apply its
+                    # backlog a second time beside the consumers (as it did in a full run).
+                    stuck_since = time.monotonic()
+                    continue
                 logger.warning(
                     "events missing from the topic: catching up from the log",
                     extra={"group": group, "floor": floor, "published": published},
@@ -466,6 +475,24 @@ class KafkaBus:
                 applied = await processor.catch_up(up_to=published)
                 logger.info("caught up from the log", extra={"group": group, "events": applied})
                 stuck_since = time.monotonic()
+
+    async def _unread_on_topic(self, consumer: AIOKafkaConsumer) -> bool:
+        """Whether the group has committed less than the end of some partition of the topic.
+        (Tansu's end offsets can be below the true end: see `_broker_lost`; a group then looks
+        done a little early, and catches up as it did before this check.) A broker that does
+        not answer says nothing: the log is the source, the catch-up goes ahead."""
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT_S):
+                partitions = consumer.partitions_for_topic(self.topic) or set()
+                ends = await consumer.end_offsets(
+                    [TopicPartition(self.topic, p) for p in partitions]
+                )
+                for partition, end in ends.items():
+                    if (await consumer.committed(partition) or 0) < end:
+                        return True
+        except (KafkaError, TimeoutError) as exc:
+            logger.warning("cannot read the group's offsets", extra={"error": repr(exc)})
+        return False
 
     # --- monitoring ---------------------------------------------------------------------------
 
