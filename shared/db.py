@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import atexit
 import logging
+import time
 import warnings
 import weakref
-from collections import Counter
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -133,7 +133,9 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
 # Who holds the pooled connections, so that a 503 for an exhausted pool can say: each checkout
 # is labelled with its holder (a request's path, a worker's name), set where the work starts.
 POOL_HOLDER: ContextVar[str] = ContextVar("pool_holder", default="other")
-_HOLDERS: weakref.WeakKeyDictionary[Engine, dict[int, str]] = weakref.WeakKeyDictionary()
+_HOLDERS: weakref.WeakKeyDictionary[Engine, dict[int, tuple[str, float]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _track_holders(engine: Engine) -> None:
@@ -141,17 +143,25 @@ def _track_holders(engine: Engine) -> None:
 
     @event.listens_for(engine, "checkout")
     def _out(_connection: Any, record: Any, _proxy: Any) -> None:
-        held[id(record)] = POOL_HOLDER.get()  # SQLAlchemy's greenlet runs in the caller's context
+        # SQLAlchemy's greenlet runs in the caller's context: the holder is the caller's
+        held[id(record)] = (POOL_HOLDER.get(), time.monotonic())
 
     @event.listens_for(engine, "checkin")
     def _in(_connection: Any, record: Any) -> None:
         held.pop(id(record), None)
 
 
-def pool_holders(engine: AsyncEngine) -> dict[str, int]:
-    """The engine's checked-out connections now, by holder, most first."""
-    held = _HOLDERS.get(engine.sync_engine, {})
-    return dict(Counter(held.values()).most_common())
+def pool_holders(engine: AsyncEngine) -> dict[str, dict[str, float]]:
+    """The engine's checked-out connections now, by holder (most first): how many, and how
+    long the one held longest has been held (seconds)."""
+    now = time.monotonic()
+    by_holder: dict[str, list[float]] = {}
+    for holder, since in _HOLDERS.get(engine.sync_engine, {}).values():
+        by_holder.setdefault(holder, []).append(now - since)
+    return {
+        holder: {"connections": len(ages), "longest_s": round(max(ages), 1)}
+        for holder, ages in sorted(by_holder.items(), key=lambda item: -len(item[1]))
+    }
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

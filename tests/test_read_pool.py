@@ -91,5 +91,6 @@ async def test_a_503_for_an_exhausted_pool_names_who_holds_it(system, caplog):
     exhausted = [r for r in caplog.records if r.getMessage() == "database unavailable"]
     assert exhausted, "the 503 is logged"
     held = exhausted[0].pool_holders
-    assert held.get(f"GET /v1/rankings/{month}", 0) >= 2, held
-    assert sum(held.values()) == 4, held  # the whole pool, every connection named
+    readers = held[f"GET /v1/rankings/{month}"]
+    assert readers["connections"] >= 2 and readers["longest_s"] >= 1, held  # blocked > 1 s
+    assert sum(h["connections"] for h in held.values()) == 4, held  # every connection named
