@@ -4,6 +4,7 @@ precomputed table (`standings_table.py`), whose version `touch` moves in the con
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -42,6 +43,13 @@ async def standings(session: AsyncSession, settings: Settings, month: str):
             certified,
         ).where(CreatorMonth.month == month)
     )
+    # Seconds of Python at 100,000 creators, in a thread: on the event loop they stalled every
+    # other request of the process (a read that refreshed the ranking: the others held their
+    # pooled connections meanwhile, and those queued for one answered 503; docs/benchmarks.md).
+    return await asyncio.to_thread(_ranked, rows.all(), score.Rules.from_settings(settings))
+
+
+def _ranked(rows, rules: score.Rules) -> list[Standing]:
     stats = [
         score.CreatorStats(
             creator_id=creator_id,
@@ -53,7 +61,6 @@ async def standings(session: AsyncSession, settings: Settings, month: str):
         )
         for creator_id, qualifying_posts, active_days, interactions, quality, is_certified in rows
     ]
-    rules = score.Rules.from_settings(settings)
     month_scores = score.score_month(stats, rules)
     by_creator = {s.creator_id: s for s in stats}
     return [
