@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -137,13 +138,21 @@ _UNAVAILABLE_ASYNCPG = (
 )
 
 
-def is_unavailable(exc: BaseException) -> bool:
-    """The database (or the network to it) is away, overloaded or timed out: the request may
-    succeed later. Looks through the chain of causes (SQLAlchemy wraps the driver's errors)."""
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and the chain of its causes (SQLAlchemy wraps the driver's errors in
+    `orig`), each once."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        yield current
+        current = getattr(current, "orig", None) or current.__cause__
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The database (or the network to it) is away, overloaded or timed out: the request may
+    succeed later. Looks through the chain of causes."""
+    for current in causes(exc):
         if isinstance(current, (sa_exc.TimeoutError, sa_exc.DisconnectionError, OSError)):
             return True  # pool exhausted; connection refused, reset, lost, timed out
         if isinstance(current, _UNAVAILABLE_ASYNCPG):
@@ -153,21 +162,12 @@ def is_unavailable(exc: BaseException) -> bool:
         sqlstate = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
         if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES):
             return True
-        current = getattr(current, "orig", None) or current.__cause__
     return False
 
 
 def _pool_exhausted(exc: BaseException) -> bool:
-    """No pooled connection came within the pool's timeout (SQLAlchemy raises its own
-    TimeoutError, possibly as the cause of another)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, sa_exc.TimeoutError):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+    """No pooled connection came within the pool's timeout (SQLAlchemy's own TimeoutError)."""
+    return any(isinstance(current, sa_exc.TimeoutError) for current in causes(exc))
 
 
 def _http_error(status_code: int) -> str:
