@@ -11,7 +11,7 @@ import typer
 import uvicorn
 from pydantic import ValidationError
 
-from services import supervisor
+from services import garbage_collector, supervisor
 from services.runtime import ALL, CONSUMER_GROUPS, CONSUMERS, Runtime
 from services.scoring import featured, months
 from services.scoring import reindex as reindexing
@@ -46,10 +46,12 @@ def _serve(services: tuple[str, ...], host: str, port: int) -> None:
         supervisor.serve(services, settings, url, host, port)
         return
     runtime = Runtime(settings, services, database_url=url)
+    app = runtime.create_app()
+    garbage_collector.settle(settings.gc_young_threshold)
     # uvicorn turns SIGTERM/SIGINT into a graceful shutdown (workers finish their batch), then
     # raises the signal again; exiting normally on it lets atexit stop the embedded PostgreSQL.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(runtime.create_app(), host=host, port=port, log_config=None, lifespan="on")
+    uvicorn.run(app, host=host, port=port, log_config=None, lifespan="on")
 
 
 @app.command()

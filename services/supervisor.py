@@ -29,6 +29,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from services import garbage_collector
 from services.runtime import SERVICES, Runtime
 from shared.logs import configure_logging
 from shared.settings import Settings
@@ -176,12 +177,14 @@ def _run_web(child: Child, settings: Settings, url: str, listener: socket.socket
     # uvicorn stops gracefully on SIGTERM, then raises it again: exit normally on it.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     config = uvicorn.Config(runtime.create_app(), log_config=None, lifespan="on")
+    garbage_collector.settle(settings.gc_young_threshold)
     uvicorn.Server(config).run(sockets=[listener])
 
 
 async def _run_workers(child: Child, settings: Settings, url: str) -> None:
     runtime = Runtime(settings, child.services, database_url=url, worker_services=child.workers)
     await runtime.connect()
+    garbage_collector.settle(settings.gc_young_threshold)
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

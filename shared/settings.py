@@ -92,6 +92,13 @@ class Settings(BaseSettings):
     lag_cache_seconds: float = Field(
         default=5, ge=0, description="how long /metrics reuses the consumer lag it computed"
     )
+    gc_young_threshold: int = Field(
+        default=20_000,
+        ge=700,
+        description="net allocations of container objects between two young collections of "
+        "Python's garbage collector (CPython's default: 700); the start-up heap is frozen out "
+        "of collections (services/garbage_collector.py)",
+    )
 
     # --- the processes of one command (services/supervisor.py, docs/benchmarks.md) ----------
     serve_web_processes: int = Field(
