@@ -7,9 +7,12 @@ opened together all landed on one process); each serves every API of the command
 `serve_workers_apart`, each consumer group runs in a process of its own (with its outbox's
 relay: badges and the rewards relay), or in `serve_group_processes` of them (on Kafka they
 share the topic's partitions), and the events relay stays with the first HTTP process, where
-events are accepted. Nothing else changes: every process is a `Runtime` like the one a
-single process runs, on the same database and bus, so their correctness is that of N processes
-of a group, which the buses already guarantee (docs/architecture.md, "The bus").
+events are accepted. Those consumer processes run at a lower CPU priority
+(`serve_workers_nice`): when the cores are short, a client waiting for its 202 goes first, and
+the consumers, which nobody waits on, catch up when the load eases. Nothing else changes:
+every process is a `Runtime` like the one a single process runs, on the same database and bus,
+so their correctness is that of N processes of a group, which the buses already guarantee
+(docs/architecture.md, "The bus").
 
 The parent only supervises: it prepares the database (the embedded PostgreSQL lives as long as
 it does), holds the port (bound, not listening: taken or not is known before any child starts),
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import sys
@@ -167,6 +171,8 @@ def _run_child(
     else:
         if shared is not None:
             shared.close()
+        if settings.serve_workers_nice and hasattr(os, "nice"):
+            os.nice(settings.serve_workers_nice)
         _run_loop(_run_workers(child, settings, url))
 
 

@@ -119,6 +119,15 @@ class Settings(BaseSettings):
         description="with serve_workers_apart, processes per consumer group: on Kafka they share "
         "the partitions; on the embedded bus one applies at a time (the others stand by)",
     )
+    serve_workers_nice: int = Field(
+        default=5,
+        ge=0,
+        le=19,
+        description="with serve_workers_apart, how much lower the consumer processes' CPU "
+        "priority is than the HTTP processes' (Unix nice): when the cores are short, clients "
+        "posting events are answered first and the consumers' lag grows; idle cores still go to "
+        "the consumers",
+    )
 
     # --- ingest -----------------------------------------------------------------------------
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1)

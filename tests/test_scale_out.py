@@ -283,6 +283,14 @@ async def connections_per_web_process(pid: int, port: int, web: int, opened: int
             writer.close()
 
 
+def niceness(pid: int) -> dict[str, int]:
+    """Each child process's nice value, relative to the command's (not multiprocessing's
+    resource tracker's)."""
+    parent = psutil.Process(pid)
+    children = [c for c in parent.children() if c.name().startswith("ca-")]
+    return {child.name(): child.nice() - parent.nice() for child in children}
+
+
 async def test_serve_split_over_processes_processes_events_and_stops_on_sigterm(database_url):
     """`creator-activity serve` with two HTTP processes and each consumer group in two processes
     of its own (one command): it accepts on one port, the kernel spreads the connections over both
@@ -311,6 +319,14 @@ async def test_serve_split_over_processes_processes_events_and_stops_on_sigterm(
             await wait_until_ready(client, process, within=90)
             spread = await connections_per_web_process(process.pid, port, web=2, opened=16)
             assert len(spread) == 2 and min(spread) > 0, spread  # both take connections
+            assert niceness(process.pid) == {  # consumers yield the cores to clients
+                "ca-web-0": 0,
+                "ca-web-1": 0,
+                "ca-scoring-0": 5,
+                "ca-scoring-1": 5,
+                "ca-badges-0": 5,
+                "ca-badges-1": 5,
+            }
             with pytest.raises(OSError):  # a second command on the port fails, takes none
                 supervisor._hold("127.0.0.1", port)
             for _ in range(4):
