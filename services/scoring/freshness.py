@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.scoring.models import StandingsRefresh
 from shared.db import driver
@@ -129,6 +130,17 @@ async def lock(session: AsyncSession, key: str, *, wait: bool) -> bool:
     return bool(
         await session.scalar(text("SELECT pg_try_advisory_xact_lock(:class, :key)"), params)
     )
+
+
+async def held_elsewhere(
+    sessionmaker: async_sessionmaker[AsyncSession], keys: Iterable[str]
+) -> bool:
+    """Whether another transaction holds one of these keys' refresh locks now."""
+    async with sessionmaker() as session, session.begin():
+        for key in keys:
+            if not await lock(session, key, wait=False):
+                return True
+    return False
 
 
 async def allow_long_computation(session: AsyncSession) -> None:

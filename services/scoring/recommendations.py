@@ -333,11 +333,16 @@ async def refresh(
     now: datetime | None = None,
 ) -> bool:
     """Recompute the stored list if it is stale (checked again under its lock); True if it did.
-    The months it reads are refreshed first when stale."""
+    The months it reads are refreshed first when stale. Without `wait`, nothing waits for a
+    lock: while another refresh holds one of the months, the list is left for a later pass (it
+    would be computed from the table being replaced)."""
     now = now or datetime.now(UTC)
     month = month_of(now, settings.timezone)
-    for read in (month, _previous_month(month)):
-        await standings_table.refresh(sessionmaker, settings, read, wait=True, now=now)
+    read = (month, _previous_month(month))
+    for key in read:
+        await standings_table.refresh(sessionmaker, settings, key, wait=wait, now=now)
+    if not wait and await freshness.held_elsewhere(sessionmaker, read):
+        return False
     if wait:
         async with freshness.waiting_line(KEY):
             return await _refresh(sessionmaker, settings, wait=True, now=now)
