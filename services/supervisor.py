@@ -163,16 +163,16 @@ def _bind(host: str, port: int, *, listen: bool, reuse_port: bool = REUSE_PORT) 
 def _run_child(
     child: Child, url: str, shared: socket.socket | None, address: tuple[str, int]
 ) -> None:
-    _name_process(f"ca-{child.name}")
     settings = Settings()
+    if child.kind == "workers" and settings.serve_workers_nice and hasattr(os, "nice"):
+        os.nice(settings.serve_workers_nice)  # before the name: a named child has its priority
+    _name_process(f"ca-{child.name}")
     configure_logging(settings.log_level, settings.log_format)
     if child.kind == "web":
         _run_web(child, settings, url, shared or _bind(*address, listen=True))
     else:
         if shared is not None:
             shared.close()
-        if settings.serve_workers_nice and hasattr(os, "nice"):
-            os.nice(settings.serve_workers_nice)
         _run_loop(_run_workers(child, settings, url))
 
 

@@ -283,12 +283,17 @@ async def connections_per_web_process(pid: int, port: int, web: int, opened: int
             writer.close()
 
 
-def niceness(pid: int) -> dict[str, int]:
-    """Each child process's nice value, relative to the command's (not multiprocessing's
-    resource tracker's)."""
+async def niceness(pid: int, children: int) -> dict[str, int]:
+    """Each child process's nice value, relative to the command's, once `children` have named
+    themselves (a child renices itself before it takes its name; multiprocessing's resource
+    tracker has none)."""
     parent = psutil.Process(pid)
-    children = [c for c in parent.children() if c.name().startswith("ca-")]
-    return {child.name(): child.nice() - parent.nice() for child in children}
+    for _ in range(600):
+        named = [c for c in parent.children() if c.name().startswith("ca-")]
+        if len(named) >= children:
+            break
+        await asyncio.sleep(0.05)
+    return {child.name(): child.nice() - parent.nice() for child in named}
 
 
 async def test_serve_split_over_processes_processes_events_and_stops_on_sigterm(database_url):
@@ -319,7 +324,8 @@ async def test_serve_split_over_processes_processes_events_and_stops_on_sigterm(
             await wait_until_ready(client, process, within=90)
             spread = await connections_per_web_process(process.pid, port, web=2, opened=16)
             assert len(spread) == 2 and min(spread) > 0, spread  # both take connections
-            assert niceness(process.pid) == {  # consumers yield the cores to clients
+            # the consumers yield the cores to the clients' requests
+            assert await niceness(process.pid, children=6) == {
                 "ca-web-0": 0,
                 "ca-web-1": 0,
                 "ca-scoring-0": 5,
