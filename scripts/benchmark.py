@@ -224,6 +224,19 @@ def cores(before: dict[str, float], after: dict[str, float], seconds: float) -> 
 # --- the system under test ------------------------------------------------------------------
 
 
+def keep_postgres_log(log: Path, result: BusRun) -> None:
+    """A copy of the embedded PostgreSQL's log, which goes with the run's directory: for an
+    error the server saw (a deadlock, a timeout), it names the statements involved."""
+    kept = Path(tempfile.mkstemp(prefix="ca-bench-postgres-", suffix=".log")[1])
+    try:
+        shutil.copyfile(log, kept)
+    except OSError as exc:
+        result.problems.append(f"PostgreSQL's log not kept: {exc}")
+        kept.unlink(missing_ok=True)
+        return
+    result.problems.append(f"PostgreSQL's log kept: {kept}")
+
+
 class Server:
     """`creator-activity serve` (or the three service commands) as subprocesses."""
 
@@ -465,6 +478,8 @@ async def run_bus(bus: str, args: argparse.Namespace) -> BusRun:
                 result.problems.append(f"server log kept: {server.log_path}")
             else:
                 server.log_path.unlink(missing_ok=True)
+        if pg is not None and result.problems:
+            keep_postgres_log(Path(pg.log), result)
         processes.stop()
         result.peak_rss_mb = dict(sorted(processes.peak.items()))
         if broker is not None:
