@@ -39,7 +39,7 @@ from services.badges.eligibility import (
 )
 from services.badges.models import Application, Badge, Reward
 from shared.bus import log as event_log
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, NotFound, causes
 from shared.events import INTERNAL_SOURCE, CreatorCertified, IncomingEvent
 
 PENDING_REVIEW = "pending_review"
@@ -115,12 +115,9 @@ def _already_open(creator_id: str, existing: Application) -> Conflict:
 
 def _violated_constraint(exc: IntegrityError) -> str | None:
     """The name of the constraint or unique index a statement violated (asyncpg tells it)."""
-    current: BaseException | None = exc
-    while current is not None:
-        name = getattr(current, "constraint_name", None)
-        if name:
+    for current in causes(exc):
+        if name := getattr(current, "constraint_name", None):
             return name
-        current = getattr(current, "orig", None) or current.__cause__
     return None
 
 
