@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -31,6 +32,27 @@ def settings_overrides():
     return {"db_pool_size": 2, "db_pool_timeout_s": 1}
 
 
+@asynccontextmanager
+async def holding(system, statement: str, *args):
+    """`statement` run in a transaction of a connection of its own, its locks held until the
+    block ends."""
+    holder = await asyncpg.connect(system.database_url.replace("+asyncpg", ""))
+    try:
+        locked = holder.transaction()
+        await locked.start()
+        await holder.execute(statement, *args)
+        yield
+        await locked.rollback()
+    finally:
+        await holder.close()
+
+
+def month_refresh(month: str) -> tuple:
+    """The statement and arguments of another refresh of the month holding its lock."""
+    key = zlib.crc32(month.encode()) - 2**31
+    return ("SELECT pg_advisory_xact_lock($1, $2)", freshness.LOCK_CLASS, key)
+
+
 async def test_readers_waiting_for_a_refresh_hold_no_connection(system):
     now = datetime.now(UTC)
     month = month_of(now, system.runtime.settings.timezone)
@@ -41,15 +63,7 @@ async def test_readers_waiting_for_a_refresh_hold_no_connection(system):
 
     # Another refresh of the month holds its lock (a refresher on a busy month): every reader
     # finds the month's table stale (no staleness tolerated in the tests) and must wait.
-    holder = await asyncpg.connect(system.database_url.replace("+asyncpg", ""))
-    try:
-        locked = holder.transaction()
-        await locked.start()
-        await holder.execute(
-            "SELECT pg_advisory_xact_lock($1, $2)",
-            freshness.LOCK_CLASS,
-            zlib.crc32(month.encode()) - 2**31,
-        )
+    async with holding(system, *month_refresh(month)):
         paths = [f"/v1/rankings/{month}", f"/v1/creators/c-1/months/{month}"]
         reads = [
             asyncio.create_task(system.client.get(paths[n % 2], headers=ADMIN, timeout=30))
@@ -57,9 +71,6 @@ async def test_readers_waiting_for_a_refresh_hold_no_connection(system):
         ]
         await asyncio.sleep(2)  # twice the pool's timeout: every reader is waiting by now
         assert not any(read.done() for read in reads)
-        await locked.rollback()
-    finally:
-        await holder.close()
     responses = await asyncio.gather(*reads)
     assert [r.status_code for r in responses] == [200] * READERS, responses[0].text
     rankings, months = responses[0::2], responses[1::2]
@@ -72,12 +83,8 @@ async def test_a_503_for_an_exhausted_pool_names_who_holds_it(system, caplog):
     """When no connection comes within the pool's timeout, the log line of the 503 counts the
     connections held, by request path or worker: what an operator needs to find the cause."""
     month = month_of(datetime.now(UTC), system.runtime.settings.timezone)
-    holder = await asyncpg.connect(system.database_url.replace("+asyncpg", ""))
-    try:
-        locked = holder.transaction()
-        await locked.start()
-        # every ranking read blocks on this table, holding its pooled connection
-        await holder.execute("LOCK TABLE scoring_standings_refreshes IN ACCESS EXCLUSIVE MODE")
+    # every ranking read blocks on this table, holding its pooled connection
+    async with holding(system, "LOCK TABLE scoring_standings_refreshes IN ACCESS EXCLUSIVE MODE"):
         reads = [
             asyncio.create_task(
                 system.client.get(f"/v1/rankings/{month}", headers=ADMIN, timeout=30)
@@ -85,9 +92,6 @@ async def test_a_503_for_an_exhausted_pool_names_who_holds_it(system, caplog):
             for _ in range(6)  # the pool has 4
         ]
         await asyncio.sleep(1.5)  # past the pool's timeout of 1 s
-        await locked.rollback()
-    finally:
-        await holder.close()
     statuses = sorted(r.status_code for r in await asyncio.gather(*reads))
     assert 503 in statuses and 200 in statuses, statuses
     exhausted = [r for r in caplog.records if r.getMessage() == "database unavailable"]
@@ -140,24 +144,13 @@ async def test_the_background_refresh_waits_for_no_month(system):
     settings, sessionmaker = system.runtime.settings, system.runtime.context.sessionmaker
     now = datetime.now(UTC)
     month = month_of(now, settings.timezone)
-    holder = await asyncpg.connect(system.database_url.replace("+asyncpg", ""))
-    try:
-        locked = holder.transaction()
-        await locked.start()
-        await holder.execute(  # another process refreshing the month
-            "SELECT pg_advisory_xact_lock($1, $2)",
-            freshness.LOCK_CLASS,
-            zlib.crc32(month.encode()) - 2**31,
-        )
+    async with holding(system, *month_refresh(month)):  # another process refreshing the month
         await certify(system, "c-1", now - timedelta(days=400))
         await send(system, [post("c-1", "p-1", now - timedelta(minutes=5))])
         await system.wait_until_processed()  # the list is stale: its version moved
 
         refresh = recommendations.refresh(sessionmaker, settings, wait=False, now=now)
         assert await asyncio.wait_for(refresh, timeout=10) is False
-        await locked.rollback()
-    finally:
-        await holder.close()
     await recommendations.refresh(sessionmaker, settings, wait=True, now=now)  # free now
     async with sessionmaker() as session:
         state = await freshness.state(session, recommendations.KEY)
