@@ -336,6 +336,21 @@ async def test_a_batch_of_1000_events_is_accepted(system):
     assert response.json()["accepted"] == 1000
 
 
+class TestLargeBatches:
+    @pytest.fixture
+    def settings_overrides(self):
+        return {"max_batch_events": 12_000, "max_body_bytes": 64 * 1024 * 1024}
+
+    async def test_a_large_batch_sent_again_is_all_duplicates(self, system):
+        # The stored events of a re-sent batch are looked up by their keys: 12,000 of them in one
+        # statement once overflowed PostgreSQL's stack (a row `IN` list nests one level per key).
+        batch = [post_created(text="x") for _ in range(12_000)]
+        assert (await system.post_events(batch)).json()["accepted"] == 12_000
+        response = await system.post_events(batch)
+        assert response.status_code == 202, response.text
+        assert response.json()["duplicates"] == 12_000
+
+
 async def test_empty_batch_is_422(system):
     assert (await system.post_events([])).status_code == 422
 

@@ -28,7 +28,6 @@ from sqlalchemy import (
     func,
     select,
     text,
-    tuple_,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -187,13 +186,20 @@ class LogEnd:
             self.stable = self._pending.popleft()[0]
 
 
+# Joined with the keys as two arrays: a row `IN` list nests one expression per key in
+# PostgreSQL's parser and overflows its stack at a few thousand (a large `max_batch_events`).
+_CONTENT_HASHES = (
+    "SELECT e.source, e.event_id, e.content_hash FROM events AS e"
+    " JOIN unnest($1::varchar[], $2::varchar[]) AS k (source, event_id)"
+    " ON e.source = k.source AND e.event_id = k.event_id"
+)
+
+
 async def content_hashes(session: AsyncSession, keys: Sequence[EventKey]) -> dict[EventKey, bytes]:
-    rows = await session.execute(
-        select(Event.source, Event.event_id, Event.content_hash).where(
-            tuple_(Event.source, Event.event_id).in_(list(keys))
-        )
+    rows = await (await driver(session)).fetch(
+        _CONTENT_HASHES, [source for source, _ in keys], [event_id for _, event_id in keys]
     )
-    return {(source, event_id): digest for source, event_id, digest in rows}
+    return {(row["source"], row["event_id"]): row["content_hash"] for row in rows}
 
 
 async def read_after(
