@@ -153,11 +153,12 @@ class Settings(BaseSettings):
     # --- consumers --------------------------------------------------------------------------
     consumer_batch_size: int = Field(default=500, ge=1, description="events per batch, at most")
     consumer_batch_sizes: dict[str, PositiveInt] = Field(
-        default={},
-        description='events per batch, at most, of these groups (JSON, e.g. {"scoring": 2000}):'
-        " a scoring batch has costs that do not grow with it (a statement per table, the"
-        " standings versions, the commit), so larger batches catch up faster; a group that keeps"
-        " up takes what arrived within consumer_batch_wait_ms anyway (docs/operations.md)",
+        default={"scoring": 2000},
+        description='events per batch, at most, of these groups (JSON, e.g. {"scoring": 2000},'
+        " the default): a scoring batch has costs that do not grow with it (a statement per"
+        " table, the standings versions, the commit), so larger batches catch up faster; a group"
+        " that keeps up takes what arrived within consumer_batch_wait_ms anyway"
+        " (docs/operations.md)",
     )
     consumer_batch_wait_ms: int = Field(default=200, ge=1, description="wait for a batch, at most")
     consumer_poll_interval_ms: int = Field(default=100, ge=1, description="embedded log polling")
