@@ -130,9 +130,10 @@ async def test_ranking_a_large_month_leaves_the_event_loop_free(system):
     ticking = False
     await ticker
     assert len(ranked) == CREATORS
-    # the loop went on all along: ~0.1 of the time at most (fetching the rows), against ~0.85
-    # with the ranking on the loop
-    assert longest < took / 3, (longest, took)
+    # the loop went on all along: ~0.1 of the time (fetching the rows) on a quiet machine, 0.36
+    # once in a full parallel test run (a thread waits for the GIL longer on busy cores),
+    # against ~0.85 with the ranking on the loop
+    assert longest < took / 2, (longest, took)
 
 
 async def test_the_background_refresh_waits_for_no_month(system):
