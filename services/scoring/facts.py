@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, and_, bindparam, case, func, or_, select, update
+from sqlalchemy import Row, String, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -124,6 +124,12 @@ def from_arrays(model: Any, names: Sequence[str]) -> Any:
 
 def arrays(rows: list[dict], names: Sequence[str]) -> dict[str, list]:
     return {f"{name}_values": [row[name] for row in rows] for name in names}
+
+
+def row_arrays(rows: Sequence[Row], names: Sequence[str]) -> dict[str, list]:
+    """`arrays` of result rows, taken by column (no dict made per row: thousands a batch)."""
+    columns = dict(zip(rows[0]._fields, zip(*rows, strict=True), strict=True))
+    return {f"{name}_values": list(columns[name]) for name in names}
 
 
 async def _upsert_posts(

@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -407,15 +408,15 @@ async def _received(
     for row in now:
         received[(row.creator_id, row.month)] += capped_weight(row, settings)
     if now:
-        rows = sorted(now, key=lambda r: (r.creator_id, r.month, r.actor_id, r.day))
+        rows = sorted(now, key=_ACTOR_DAY_KEY)
         await session.execute(
-            statements.insert_actor_days,
-            facts.arrays([r._asdict() for r in rows], ACTOR_DAY_COLUMNS),
+            statements.insert_actor_days, facts.row_arrays(rows, ACTOR_DAY_COLUMNS)
         )
     return received
 
 
 ACTOR_DAY_COLUMNS = ("creator_id", "month", "actor_id", "day", *ACTOR_DAY_COUNTS)
+_ACTOR_DAY_KEY = itemgetter(0, 1, 2, 3)  # the counted rows' (creator_id, month, actor_id, day)
 
 
 UPSERTED = (
