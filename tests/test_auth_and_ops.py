@@ -267,9 +267,7 @@ async def test_serve_refuses_a_short_bootstrap_admin_key_with_one_clear_line(tmp
 
 def test_scoring_takes_batches_of_2000_by_default_and_a_setting_changes_it():
     # docs/operations.md: scoring far behind catches up faster in larger batches
-    assert (Settings(_env_file=None).batch_size("scoring"), Settings().batch_size("badges")) == (
-        2000,
-        500,
-    )
+    defaults = Settings(_env_file=None)
+    assert (defaults.batch_size("scoring"), defaults.batch_size("badges")) == (2000, 500)
     sizes = Settings(_env_file=None, consumer_batch_sizes={"scoring": 500})
     assert sizes.batch_size("scoring") == 500
