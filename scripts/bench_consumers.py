@@ -102,7 +102,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--creators", type=int, default=10_000)
     parser.add_argument("--explain-over", type=float, help="ms: log slower statements' plans")
-    parser.add_argument("--explain-log", type=Path, default=Path("bench-consumers-plans.log"))
+    parser.add_argument(
+        "--explain-log", type=Path, default=ROOT / ".data" / "bench-consumers-plans.log"
+    )
     args = parser.parse_args()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -123,6 +125,7 @@ def main() -> None:
         lines = asyncio.run(measure(url, server.get_pid(), args.events, args.creators))
     finally:
         if args.explain_over is not None:
+            args.explain_log.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(server.log, args.explain_log)
         server.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
