@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
-from operator import itemgetter
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -416,7 +416,7 @@ async def _received(
 
 
 ACTOR_DAY_COLUMNS = ("creator_id", "month", "actor_id", "day", *ACTOR_DAY_COUNTS)
-_ACTOR_DAY_KEY = itemgetter(0, 1, 2, 3)  # the counted rows' (creator_id, month, actor_id, day)
+_ACTOR_DAY_KEY = attrgetter("creator_id", "month", "actor_id", "day")  # of the counted rows
 
 
 UPSERTED = (
