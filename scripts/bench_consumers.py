@@ -5,8 +5,11 @@ A fresh embedded PostgreSQL; N realistic events (scripts/bench_events.py) append
 as ingest stores them; then each group's handler applies them in batches of its size (the
 settings' `batch_size(group)`, from the environment like the server's) through the
 same batch processor as the buses, in this process. Reported per group: wall time, this
-process's CPU seconds and PostgreSQL's, and events per CPU-second of each (what one core of
-each would sustain).
+process's CPU seconds and PostgreSQL's, events per CPU-second of each (what one core of each
+would sustain), and the rows the group wrote per event (inserted, updated, deleted: PostgreSQL's
+table statistics). The append of the same events to the log, as ingest stores them, is measured
+alike on the first line: the unit the group's costs compare with (docs/benchmarks.md, "Where
+the targets stand").
 
     .venv/bin/python scripts/bench_consumers.py [--events 20000] [--creators 10000]
         [--explain-over MS --explain-log PATH]
@@ -34,6 +37,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import psutil  # noqa: E402
 from bench_events import Workload, batches  # noqa: E402
+from sqlalchemy import text  # noqa: E402
 
 from services.runtime import CONSUMERS  # noqa: E402
 from shared import db  # noqa: E402
@@ -56,44 +60,88 @@ def _postgres_cpu(pid: int) -> float:
     return total
 
 
+_ROWS_WRITTEN = text(
+    "SELECT coalesce(sum(n_tup_ins), 0), coalesce(sum(n_tup_upd), 0),"
+    " coalesce(sum(n_tup_del), 0) FROM pg_stat_user_tables"
+)
+
+
+class _Phase:
+    """One phase's wall time, this process's CPU, PostgreSQL's CPU and the rows written.
+
+    Each phase has an engine of its own, disposed at its end: a backend reports its table
+    statistics when it exits, so the rows are all counted when they are read."""
+
+    def __init__(self, url: str, settings: Settings, pg_pid: int) -> None:
+        self.url, self.settings, self.pg_pid = url, settings, pg_pid
+
+    async def __aenter__(self) -> _Phase:
+        self.engine = db.create_engine(self.url, self.settings)
+        self.sessionmaker = db.create_sessionmaker(self.engine)
+        self.rows = await self._rows_written()
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        self.pg = _postgres_cpu(self.pg_pid)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+        self.pg = _postgres_cpu(self.pg_pid) - self.pg
+        await self.engine.dispose()
+        await asyncio.sleep(0.5)  # the backends' exit, which reports their statistics
+        after = await self._rows_written()
+        self.rows = [a - b for a, b in zip(after, self.rows, strict=True)]
+
+    async def _rows_written(self) -> list[int]:
+        engine = db.create_engine(self.url, self.settings)
+        try:
+            async with engine.connect() as connection:
+                return list((await connection.execute(_ROWS_WRITTEN)).one())
+        finally:
+            await engine.dispose()
+
+    def line(self, name: str, events: int) -> str:
+        inserted, updated, deleted = (count / events for count in self.rows)
+        return (
+            f"| {name} | {events:,} | {self.wall:.1f} | {self.cpu:.1f} | {self.pg:.1f} | "
+            f"{events / self.cpu:,.0f} | {events / self.pg:,.0f} | "
+            f"{self.pg / events * 1e6:,.0f} | {inserted:.2f} / {updated:.2f} / {deleted:.2f} |"
+        )
+
+
 async def measure(url: str, pg_pid: int, events: int, creators: int) -> list[str]:
     settings = Settings(_env_file=None)
-    engine = db.create_engine(url, settings)
-    sessionmaker = db.create_sessionmaker(engine)
     workload = Workload("x", creators, 1, datetime(2026, 11, 28, tzinfo=UTC))
     now = datetime.now(UTC)
-    for batch in batches(workload.events(events), 500):
-        parsed = [parse_envelope(raw, "square", now=now) for raw in batch]
-        async with sessionmaker() as session, session.begin():
-            await event_log.append(session, parsed)
-    async with sessionmaker() as session:
-        end = await event_log.last_seq(session)  # every append has committed: the stable end
-    lines = []
+    parsed = [
+        [parse_envelope(raw, "square", now=now) for raw in batch]
+        for batch in batches(workload.events(events), 500)
+    ]
+    async with _Phase(url, settings, pg_pid) as append:
+        for batch in parsed:
+            async with append.sessionmaker() as session, session.begin():
+                await event_log.append(session, batch)
+        async with append.sessionmaker() as session:
+            end = await event_log.last_seq(session)  # every append has committed: the stable end
+    lines = [append.line("(the log's append, batches of 500)", events)]
     for group, make_handler in CONSUMERS.items():
-        processor = BatchProcessor(
-            sessionmaker, group, make_handler(settings), settings, asyncio.Event()
-        )
-        wall, cpu, pg = time.perf_counter(), time.process_time(), _postgres_cpu(pg_pid)
-        applied = 0
-        after = 0
-        while True:
-            async with sessionmaker() as session:
-                todo = await event_log.read_after(
-                    session, after, settings.batch_size(group), up_to=end
-                )
-            if not todo:
-                break
-            await processor.apply(todo, processor.take_in_order)
-            applied += len(todo)
-            after = todo[-1].seq
-        wall = time.perf_counter() - wall
-        cpu = time.process_time() - cpu
-        pg = _postgres_cpu(pg_pid) - pg
-        lines.append(
-            f"| {group} | {applied:,} | {wall:.1f} | {cpu:.1f} | {pg:.1f} | "
-            f"{applied / cpu:,.0f} | {applied / pg:,.0f} |"
-        )
-    await engine.dispose()
+        async with _Phase(url, settings, pg_pid) as phase:
+            processor = BatchProcessor(
+                phase.sessionmaker, group, make_handler(settings), settings, asyncio.Event()
+            )
+            applied = 0
+            after = 0
+            while True:
+                async with phase.sessionmaker() as session:
+                    todo = await event_log.read_after(
+                        session, after, settings.batch_size(group), up_to=end
+                    )
+                if not todo:
+                    break
+                await processor.apply(todo, processor.take_in_order)
+                applied += len(todo)
+                after = todo[-1].seq
+        lines.append(phase.line(group, applied))
     return lines
 
 
@@ -134,9 +182,10 @@ def main() -> None:
     print(f"{args.events:,} events of {args.creators:,} creators, batches of at most: {batch}\n")
     print(
         "| group | events | wall (s) | Python CPU (s) | PostgreSQL CPU (s)"
-        " | events per Python CPU-second | events per PostgreSQL CPU-second |"
+        " | events per Python CPU-second | events per PostgreSQL CPU-second"
+        " | PostgreSQL µs per event | rows inserted / updated / deleted per event |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for line in lines:
         print(line)
 
