@@ -120,7 +120,7 @@ class Settings(BaseSettings):
         "the partitions; on the embedded bus one applies at a time (the others stand by)",
     )
     serve_workers_nice: int = Field(
-        default=5,
+        default=10,
         ge=0,
         le=19,
         description="with serve_workers_apart, how much lower the consumer processes' CPU "

@@ -328,10 +328,10 @@ async def test_serve_split_over_processes_processes_events_and_stops_on_sigterm(
             assert await niceness(process.pid, children=6) == {
                 "ca-web-0": 0,
                 "ca-web-1": 0,
-                "ca-scoring-0": 5,
-                "ca-scoring-1": 5,
-                "ca-badges-0": 5,
-                "ca-badges-1": 5,
+                "ca-scoring-0": 10,
+                "ca-scoring-1": 10,
+                "ca-badges-0": 10,
+                "ca-badges-1": 10,
             }
             with pytest.raises(OSError):  # a second command on the port fails, takes none
                 supervisor._hold("127.0.0.1", port)
