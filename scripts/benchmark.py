@@ -1104,8 +1104,10 @@ def main() -> int:
             setattr(args, name, small if quick else full)
     if args.claims < 100:
         parser.error("--claims must be at least 100 (the pool holds 100 vouchers)")
-    if args.limit_rows < 1 or args.limit_rounds < 1 or args.events < args.batch_size:
+    if args.limit_rows < 1 or args.events < args.batch_size:
         parser.error("--events must be at least one batch")
+    if args.limit_rounds < 1:
+        parser.error("--limit-rounds must be at least 1")
 
     # A SIGTERM ends the run as Ctrl-C does, through the runs' `finally`: killed outright, the
     # benchmark left its server (a process group of its own) running.
