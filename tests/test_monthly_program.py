@@ -186,6 +186,12 @@ async def test_a_month_from_events_to_an_exact_settlement_and_a_gift(system):
     assert all(payouts[c] == Decimal("0.00") for c in ("c-10", "c-17", "c-18", "c-19"))
     again = await settle(system, "2026-10")
     assert again.json() == settled
+    # each creator's month, settled, shows what it showed live: its score and how it was made
+    for creator in ("c-00", "c-04", "c-10"):
+        frozen = await month_view(system, creator, "2026-10")
+        assert frozen["components"] and frozen["components"] == views[creator]["components"]
+        live_view = views[creator]
+        assert (frozen["score"], frozen["rank"]) == (live_view["score"], live_view["rank"])
     assert (await system.client.get("/v1/rankings/2026-10", headers=ADMIN)).json()[
         "entries"
     ] == settled["entries"]
