@@ -128,6 +128,8 @@ def arrays(rows: list[dict], names: Sequence[str]) -> dict[str, list]:
 
 def row_arrays(rows: Sequence[Row], names: Sequence[str]) -> dict[str, list]:
     """`arrays` of result rows, taken by column (no dict made per row: thousands a batch)."""
+    if not rows:
+        return {f"{name}_values": [] for name in names}
     columns = dict(zip(rows[0]._fields, zip(*rows, strict=True), strict=True))
     return {f"{name}_values": list(columns[name]) for name in names}
 
